@@ -1,0 +1,32 @@
+"""Where Balabol keeps things. Every path can be moved with an environment variable.
+
+Example: `BALABOL_ARTIFACTS=/srv/models balabol export` writes /srv/models/<name>/.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+DEFAULT_ARTIFACT = "smollm2-135m-instruct"
+
+
+def cache_dir() -> Path:
+    """Imported base checkpoints (BALABOL_CACHE, default ~/.cache/balabol)."""
+    env = os.environ.get("BALABOL_CACHE")
+    if env:
+        return Path(env)
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "balabol"
+
+
+def artifacts_dir() -> Path:
+    """Exported artifacts (BALABOL_ARTIFACTS, default ./artifacts)."""
+    return Path(os.environ.get("BALABOL_ARTIFACTS", "artifacts"))
+
+
+def adapters_dir() -> Path:
+    return Path(os.environ.get("BALABOL_ADAPTERS", "adapters"))
+
+
+def data_dir() -> Path:
+    return Path(os.environ.get("BALABOL_DATA", "data"))

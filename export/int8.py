@@ -1,0 +1,187 @@
+"""ONNX int8 (onnxruntime dynamic quantization), keeping the most sensitive layers in fp32.
+
+Quantizing every MatMul is fastest but can wreck a small model (SmolLM2-135M: perplexity
+×1.73 with optimum's avx2 config). So each group of MatMuls (the same projection across
+layers, e.g. `mlp.down_proj`) is measured: quantize all but that group and see how much
+perplexity recovers on a calibration text. Groups are then kept in fp32 in order of
+recovery per weight byte until the model is within `max_ppl_ratio` of fp32. The choice and
+every measurement go into the manifest.
+
+Example: `balabol export` writes artifacts/<name>/onnx-int8/model.onnx.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import tempfile
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from balabol.errors import ExportError, require
+from export.parity import OnnxLM, perplexity, text
+
+# Within this ratio of fp32 on the calibration text, so the held-out gate (×1.05) has margin.
+TARGET_PPL_RATIO = 1.035
+
+
+def calibration_text() -> str:
+    """Sensitivity is measured on a different text than the parity gate's held-out one."""
+    return text("calibration_en.txt")
+
+
+@dataclass
+class Int8Report:
+    fp32_ppl: float
+    ppl: float
+    kept_fp32: list[str]
+    groups: dict[str, dict] = field(default_factory=dict)
+    branches: dict[str, dict] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict:
+        return {
+            "method": "onnxruntime dynamic, per-channel, QInt8 weights, reduce_range",
+            "calibration_ppl_fp32": round(self.fp32_ppl, 4),
+            "calibration_ppl_int8": round(self.ppl, 4),
+            "kept_fp32": self.kept_fp32,
+            "sensitivity": self.groups,
+            "graphs": self.branches,
+        }
+
+
+def group_of(node_name: str) -> str:
+    """'/model/layers.12/mlp/down_proj/MatMul' -> '/model/layers.N/mlp/down_proj/MatMul'."""
+    return re.sub(r"\.\d+(?=/)", ".N", node_name)
+
+
+def weight_matmuls(model) -> dict[str, int]:
+    """MatMul nodes with a constant weight (the ones dynamic quantization touches) -> size."""
+    from onnx import numpy_helper  # noqa: F401  (onnx is there when onnxruntime is)
+
+    inits = {i.name: int(np.prod(i.dims)) for i in model.graph.initializer}
+    out = {}
+    for node in model.graph.node:
+        if node.op_type == "MatMul":
+            sizes = [inits[x] for x in node.input if x in inits]
+            if sizes:
+                out[node.name] = sizes[0]
+    return out
+
+
+def count_ops(graph, where: str = "main", acc: dict | None = None) -> dict[str, dict]:
+    """Per (sub)graph: fp32 MatMuls and int8 MatMulIntegers; recurses into If branches."""
+    acc = {} if acc is None else acc
+    c = acc.setdefault(where, {"MatMul": 0, "MatMulInteger": 0})
+    for node in graph.node:
+        if node.op_type in c:
+            c[node.op_type] += 1
+        for attr in node.attribute:
+            if attr.g is not None and attr.g.node:
+                count_ops(attr.g, f"{where}/{node.name}.{attr.name}", acc)
+    return acc
+
+
+def check_branches(path: Path) -> dict[str, dict]:
+    """Every graph that had MatMuls must have int8 ones too (merged decoders: both branches)."""
+    import onnx
+
+    counts = count_ops(onnx.load(str(path), load_external_data=False).graph)
+    missing = [g for g, c in counts.items() if c["MatMul"] and not c["MatMulInteger"]]
+    if missing:
+        raise ExportError(
+            f"{path}: int8 quantization left these graph branches unquantized: {missing}"
+        )
+    return counts
+
+
+def quantize(src: Path, dst: Path, exclude: list[str]) -> None:
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quantize_dynamic(
+        src,
+        dst,
+        op_types_to_quantize=["MatMul"],
+        per_channel=True,
+        # u8 activations x s8 weights overflow on CPUs without VNNI unless the range is
+        # reduced (measured: reduce_range=False destroys SmolLM2 on this AVX2 machine).
+        reduce_range=True,
+        weight_type=QuantType.QInt8,
+        nodes_to_exclude=exclude,
+        extra_options={"MatMulConstBOnly": True},
+    )
+
+
+def export_int8(
+    fp32_dir: Path,
+    out_dir: Path,
+    calibration_ids: list[int],
+    *,
+    target_ppl_ratio: float = TARGET_PPL_RATIO,
+    log=print,
+) -> Int8Report:
+    require("onnxruntime.quantization", extra="export")
+    import onnx
+
+    t0 = time.perf_counter()
+    src = fp32_dir / "model.onnx"
+    sizes = weight_matmuls(onnx.load(str(src), load_external_data=False))
+    groups: dict[str, list[str]] = defaultdict(list)
+    for name in sizes:
+        groups[group_of(name)].append(name)
+
+    def ppl_of(path: Path) -> float:
+        lm = OnnxLM(path)
+        try:
+            return perplexity(lm, calibration_ids)
+        finally:
+            lm.close()
+
+    fp32_ppl = ppl_of(src)
+    work = Path(tempfile.mkdtemp(prefix="int8-", dir=out_dir.parent))
+    try:
+
+        def trial(kept: list[str]) -> tuple[Path, float]:
+            dst = work / f"trial-{len(list(work.iterdir()))}.onnx"
+            quantize(src, dst, [n for g in kept for n in groups[g]])
+            return dst, ppl_of(dst)
+
+        best_path, best_ppl = trial([])
+        log(f"    int8 all MatMuls: ppl {best_ppl:.2f} vs fp32 {fp32_ppl:.2f}")
+        kept: list[str] = []
+        report_groups: dict[str, dict] = {}
+        if best_ppl > fp32_ppl * target_ppl_ratio:
+            # 1. sensitivity: how much does keeping one group in fp32 recover?
+            for g in groups:
+                _, p = trial([g])
+                size = sum(sizes[n] for n in groups[g])
+                report_groups[g] = {
+                    "ppl_when_kept_fp32": round(p, 4),
+                    "recovery": round(best_ppl - p, 4),
+                    "weights": size,
+                }
+                log(f"    keep {g} in fp32: ppl {p:.2f}")
+            # 2. keep groups by recovery per weight until within target
+            order = sorted(
+                report_groups,
+                key=lambda g: -report_groups[g]["recovery"] / report_groups[g]["weights"],
+            )
+            for g in order:
+                if best_ppl <= fp32_ppl * target_ppl_ratio or report_groups[g]["recovery"] <= 0:
+                    break
+                kept.append(g)
+                best_path, best_ppl = trial(kept)
+                log(f"    keeping {kept}: ppl {best_ppl:.2f}")
+        out_dir.mkdir(parents=True, exist_ok=True)
+        shutil.move(best_path, out_dir / "model.onnx")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    for f in fp32_dir.iterdir():
+        if f.suffix != ".onnx" and f.is_file():
+            shutil.copy2(f, out_dir / f.name)
+    branches = check_branches(out_dir / "model.onnx")
+    return Int8Report(fp32_ppl, best_ppl, kept, report_groups, branches, time.perf_counter() - t0)

@@ -1,0 +1,264 @@
+"""`balabol export`: base (+ adapter) -> artifacts/<name>/{hf,onnx,onnx-int8,gguf}/ + manifest.
+
+Steps: resolve the base, check the tokenizer can go to GGUF, merge the adapter into fp32
+HF files, compute the torch reference, then build and check each format against it. All of
+it happens in a temporary directory renamed into place only when complete.
+
+Example: `balabol export --base default --name smollm2-135m-instruct`
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from balabol import __version__, bases
+from balabol.errors import BalabolError, ExportError
+from balabol.manifest import FORMATS, Artifact, Manifest, digest
+from balabol.prompt import template_sha256
+from balabol.settings import artifacts_dir
+from export import gguf, int8, merge, onnx, registry
+from export.parity import DEFAULT_GATES, Gate, GgufLM, OnnxLM, Reference, TorchLM, judge, measure
+
+GGUF_FORMATS = ("gguf-f16", "gguf-q8_0", "gguf-q4_k_m")
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    base: str = "default"
+    adapter: Path | None = None
+    name: str | None = None
+    out_dir: Path = field(default_factory=artifacts_dir)
+    force: bool = False
+    formats: tuple[str, ...] = tuple(FORMATS)
+    gates: dict[str, Gate] = field(default_factory=lambda: dict(DEFAULT_GATES))
+
+    def __post_init__(self):
+        unknown = [f for f in self.formats if f not in FORMATS]
+        if unknown:
+            raise ExportError(f"unknown formats {unknown}; known: {', '.join(FORMATS)}")
+        if "torch" not in self.formats:
+            object.__setattr__(self, "formats", ("torch", *self.formats))
+
+    @property
+    def artifact_name(self) -> str:
+        if self.name:
+            return self.name
+        if self.adapter is not None:
+            return Path(self.adapter).resolve().name
+        name = bases.ALIASES.get(self.base, self.base)
+        return name if name in bases.EMBEDDED else Path(self.base).resolve().name
+
+
+@dataclass
+class Step:
+    fmt: str
+    status: str
+    seconds: float
+    parity: dict = field(default_factory=dict)
+    details: dict = field(default_factory=dict)
+
+
+def _load_config(base: Path | str) -> dict:
+    if isinstance(base, Path):
+        return json.loads((base / "config.json").read_text(encoding="utf-8"))
+    from transformers import AutoConfig
+
+    return AutoConfig.from_pretrained(base).to_dict()
+
+
+def run(cfg: ExportConfig, log: Callable[[str], None] = print) -> Manifest:
+    name = cfg.artifact_name
+    out = Path(cfg.out_dir) / name
+    if out.exists() and not cfg.force:
+        raise ExportError(
+            f"{out} already exists; pass --force to rebuild it (the old one is kept until the "
+            "new one is complete) or --name to write another"
+        )
+    t_start = time.perf_counter()
+    # 1. what are we exporting? (cheap checks first: nothing is written if they fail)
+    base = bases.resolve(cfg.base)
+    spec = registry.lookup(_load_config(base), where=f"base {cfg.base}")
+    if cfg.adapter is not None:
+        merge.check_adapter(Path(cfg.adapter))
+    log(f"exporting {name}: base {cfg.base} ({spec.name}), adapter {cfg.adapter or 'none'}")
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.partial-", dir=out.parent))
+    try:
+        manifest = _build(cfg, name, base, spec, tmp, log)
+        manifest.save(tmp)
+        _swap_into_place(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    log(summary(manifest, time.perf_counter() - t_start, out))
+    return manifest
+
+
+def _swap_into_place(tmp: Path, out: Path) -> None:
+    old = None
+    if out.exists():
+        old = out.with_name(f".{out.name}.old-{os.getpid()}")
+        os.replace(out, old)
+    os.replace(tmp, out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _build(cfg, name, base, spec, tmp: Path, log) -> Manifest:
+    hf = tmp / "hf"
+    wanted_gguf = [f for f in cfg.formats if f in GGUF_FORMATS]
+    steps: dict[str, Step] = {}
+    # 2. can the tokenizer go to llama.cpp? Find out before minutes of work.
+    tokenizer = merge.load_tokenizer(base, Path(cfg.adapter) if cfg.adapter else None)
+    tokenizer.save_pretrained(hf)
+    gguf_skip = None
+    if wanted_gguf:
+        try:
+            pre = gguf.check_tokenizer(hf)
+            log(f"[tokenizer] llama.cpp pre-tokenizer: {pre}")
+        except ExportError as e:
+            gguf_skip = str(e)
+            log(f"WARNING: {gguf_skip}")
+
+    # 3. merged fp32 HF checkpoint = the reference every format is checked against
+    t = time.perf_counter()
+    log("[hf] merging and saving fp32 safetensors ...")
+    merge.merge(base, Path(cfg.adapter) if cfg.adapter else None, hf)
+    model_cfg = spec.complete_config(json.loads((hf / "config.json").read_text()))
+    (hf / "config.json").write_text(json.dumps(model_cfg, indent=2) + "\n")
+    torch_lm = TorchLM(hf)
+    ctx = int(model_cfg.get("max_position_embeddings") or model_cfg.get("n_positions") or 2048)
+    ref = Reference.build(torch_lm, tokenizer, max_text_tokens=min(512, ctx - 1))
+    torch_lm.close()
+    steps["torch"] = Step("torch", "passed", time.perf_counter() - t, {"ppl": round(ref.ppl, 4)})
+    log(f"[hf] done: perplexity {ref.ppl:.2f} on the held-out text")
+
+    def check(fmt: str, lm_factory, t0: float, details: dict | None = None) -> None:
+        lm = lm_factory()
+        try:
+            numbers = measure(lm, ref)
+        finally:
+            lm.close()
+        why = judge(numbers, cfg.gates[fmt])
+        if why:
+            numbers["failed"] = why
+        status = "failed" if why else "passed"
+        steps[fmt] = Step(fmt, status, time.perf_counter() - t0, numbers, details or {})
+        log(f"[{fmt}] {status}: " + ", ".join(f"{k}={v}" for k, v in numbers.items()))
+
+    def attempt(fmt: str, build: Callable[[float], None]) -> None:
+        t0 = time.perf_counter()
+        log(f"[{fmt}] building ...")
+        try:
+            build(t0)
+        except BalabolError as e:
+            steps[fmt] = Step(fmt, "failed", time.perf_counter() - t0, {"failed": [str(e)]})
+            log(f"[{fmt}] FAILED: {e}")
+
+    # 4. ONNX fp32, then int8 from it
+    if "onnx" in cfg.formats or "onnx-int8" in cfg.formats:
+
+        def build_onnx(t0):
+            model = onnx.export_onnx(hf, tmp / "onnx")
+            check("onnx", lambda: OnnxLM(model), t0)
+
+        attempt("onnx", build_onnx)
+    if "onnx-int8" in cfg.formats and (tmp / "onnx" / "model.onnx").is_file():
+        calib = tokenizer(int8.calibration_text(), add_special_tokens=False)["input_ids"]
+        calib = calib[: min(512, ctx - 1)]
+
+        def build_int8(t0):
+            rep = int8.export_int8(tmp / "onnx", tmp / "onnx-int8", calib, log=log)
+            check("onnx-int8", lambda: OnnxLM(tmp / "onnx-int8" / "model.onnx"), t0, rep.as_dict())
+
+        attempt("onnx-int8", build_int8)
+    if "onnx" not in cfg.formats:
+        shutil.rmtree(tmp / "onnx", ignore_errors=True)
+        steps.pop("onnx", None)
+
+    # 5. GGUF f16, then quantized from it
+    n_ctx = min(ctx, 1024)
+    if wanted_gguf and gguf_skip:
+        for fmt in wanted_gguf:
+            steps[fmt] = Step(fmt, "skipped", 0.0, {"skipped": gguf_skip})
+    elif wanted_gguf:
+        f16 = tmp / FORMATS["gguf-f16"][1]
+
+        def build_f16(t0):
+            gguf.convert_f16(hf, f16)
+            check("gguf-f16", lambda: GgufLM(f16, n_ctx), t0)
+
+        attempt("gguf-f16", build_f16)
+        for fmt in ("gguf-q8_0", "gguf-q4_k_m"):
+            if fmt not in cfg.formats or not f16.is_file():
+                continue
+            dst = tmp / FORMATS[fmt][1]
+
+            def build_q(t0, fmt=fmt, dst=dst):
+                gguf.quantize(f16, dst, FORMATS[fmt][0])
+                check(fmt, lambda: GgufLM(dst, n_ctx), t0)
+
+            attempt(fmt, build_q)
+        if "gguf-f16" not in cfg.formats:
+            f16.unlink(missing_ok=True)
+            steps.pop("gguf-f16", None)
+
+    # 6. the manifest: what was built, where, how big, and how well it matched
+    artifacts = []
+    for fmt in FORMATS:
+        if fmt not in steps:
+            continue
+        s = steps[fmt]
+        quant, rel = FORMATS[fmt]
+        path = tmp / rel
+        size, sha = digest(path) if path.exists() else (0, "")
+        artifacts.append(
+            Artifact(fmt, quant, rel, size, sha, s.status, s.parity, s.details, round(s.seconds, 2))
+        )
+    return Manifest(
+        name=name,
+        architecture=spec.name,
+        base=bases.describe(cfg.base),
+        adapter=None if cfg.adapter is None else {"path": str(Path(cfg.adapter).resolve())},
+        chat_template_sha256=template_sha256(tokenizer.chat_template),
+        artifacts=tuple(artifacts),
+        created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        balabol_version=__version__,
+        context_length=ctx,
+    )
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+def summary(manifest: Manifest, seconds: float, out: Path) -> str:
+    rows = [("artifact", "size", "status", "parity", "time")]
+    for a in manifest.artifacts:
+        p = a.parity
+        if a.status == "skipped":
+            parity = "skipped (see manifest)"
+        elif "ppl_ratio" in p:
+            parity = f"ppl ×{p['ppl_ratio']:.3f}, greedy {p['greedy_agreement']:.0%}"
+            if a.format == "onnx":
+                parity += f", Δlogits {p['max_abs_logit_diff']:.1e}"
+        else:
+            parity = f"ppl {p['ppl']:.2f}" if "ppl" in p else "; ".join(p.get("failed", []))[:60]
+        rows.append((a.format, _size(a.bytes), a.status, parity, f"{a.seconds:.0f} s"))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(["", f"{manifest.name} -> {out}  ({seconds:.0f} s)", *lines, ""])
