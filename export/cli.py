@@ -8,8 +8,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
-from balabol.settings import DEFAULT_ARTIFACT
-
 
 def export(
     *,
@@ -51,25 +49,4 @@ def export(
     if failed and not allow_failed:
         print(f"failed parity: {', '.join(failed)} (kept, marked failed; --allow-failed exits 0)")
         return 1
-    return 0
-
-
-def generate(
-    prompt: Annotated[str, "the user message"],
-    *,
-    artifact: Annotated[str, "artifact name under the artifacts directory"] = DEFAULT_ARTIFACT,
-    format: Annotated[
-        str, "torch, onnx, onnx-int8, gguf-f16, gguf-q8_0 or gguf-q4_k_m"
-    ] = "gguf-q4_k_m",
-    max_new_tokens: Annotated[int, "how many tokens at most"] = 64,
-    out_dir: Annotated[Path | None, "artifacts directory (default: ./artifacts)"] = None,
-) -> int:
-    """Greedy one-shot reply from one exported artifact (proves the file generates text)."""
-    from export.generate import generate_text
-
-    text, tps = generate_text(
-        prompt, artifact=artifact, fmt=format, max_new_tokens=max_new_tokens, out_dir=out_dir
-    )
-    print(text)
-    print(f"[{artifact} / {format}: {tps:.1f} tokens/s]")
     return 0

@@ -110,3 +110,42 @@ def tiny_model(tmp_path_factory):
         return made[key]
 
     return make
+
+
+# Random 2-layer models have flat, noisy next-token distributions, so quantization flips
+# more argmaxes than on a trained model; these bars are for them only (issue #2).
+def _tiny_gates():
+    from export.parity import Gate
+
+    return {
+        "onnx": Gate(logits_atol=1e-4, min_greedy_agreement=1.0, max_ppl_ratio=1.0001),
+        "onnx-int8": Gate(min_greedy_agreement=0.6, max_ppl_ratio=1.2),
+        "gguf-f16": Gate(min_greedy_agreement=0.9, max_ppl_ratio=1.02),
+        "gguf-q8_0": Gate(min_greedy_agreement=0.8, max_ppl_ratio=1.05),
+        "gguf-q4_k_m": Gate(max_ppl_ratio=2.0),
+    }
+
+
+TINY_GATES = _tiny_gates()
+
+
+def export_tiny(base: Path, out: Path, name: str, **kwargs):
+    from export.pipeline import ExportConfig, run
+
+    return run(
+        ExportConfig(base=str(base), name=name, out_dir=out, gates=TINY_GATES, **kwargs),
+        log=lambda _: None,
+    )
+
+
+@pytest.fixture(scope="session")
+def exported_llama(tiny_model, tmp_path_factory):
+    """(artifacts root, manifest) of the tiny llama exported to every format."""
+    out = tmp_path_factory.mktemp("artifacts-llama")
+    return out, export_tiny(tiny_model("llama"), out, "llama")
+
+
+@pytest.fixture(scope="session")
+def exported_gpt2(tiny_model, tmp_path_factory):
+    out = tmp_path_factory.mktemp("artifacts-gpt2")
+    return out, export_tiny(tiny_model("gpt2"), out, "gpt2")

@@ -1,0 +1,231 @@
+"""The Backend protocol, GenerationConfig, and the decode loop every backend shares.
+
+A backend only knows how to turn token ids into next-token logits (`_prefill`, `_step`);
+sampling, streaming text that never splits a character, stop strings, cancellation and
+timing live here once.
+
+Example: `balabol generate --format onnx-int8 --max-new-tokens 64 "Hello"`.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from balabol.errors import ConfigError
+from balabol.prompt import render_chat
+from runtime.sampling import Sampler
+
+
+@dataclass(frozen=True)
+class GenerationConfig:
+    max_new_tokens: int = 256
+    temperature: float = 0.7  # 0 = greedy
+    top_k: int = 40  # 0 = no limit
+    top_p: float = 0.95
+    repetition_penalty: float = 1.1
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        checks = [
+            ("max_new_tokens", self.max_new_tokens >= 1, "an integer ≥ 1"),
+            ("temperature", 0 <= self.temperature <= 5, "between 0 (greedy) and 5"),
+            ("top_k", self.top_k >= 0, "≥ 0 (0 = no limit)"),
+            ("top_p", 0 < self.top_p <= 1, "in (0, 1]"),
+            ("repetition_penalty", 0.5 <= self.repetition_penalty <= 3, "between 0.5 and 3"),
+        ]
+        for name, ok, allowed in checks:
+            if not ok:
+                raise ConfigError(
+                    f"--{name.replace('_', '-')} {getattr(self, name)!r} is invalid: must be {allowed}"
+                )
+        if isinstance(self.stop, str) or not all(isinstance(s, str) and s for s in self.stop):
+            raise ConfigError(f"--stop {self.stop!r} must be a list of non-empty strings")
+
+    @classmethod
+    def greedy(cls, max_new_tokens: int = 64) -> GenerationConfig:
+        return cls(max_new_tokens=max_new_tokens, temperature=0, repetition_penalty=1.0)
+
+
+@dataclass(frozen=True)
+class Stats:
+    prompt_tokens: int
+    new_tokens: int
+    ttft: float  # seconds from call to first token chosen
+    seconds: float  # total
+    stopped_by: str  # eos | stop | length | cancel
+
+    @property
+    def tokens_per_second(self) -> float:
+        decode = self.seconds - self.ttft
+        return (self.new_tokens - 1) / decode if self.new_tokens > 1 and decode > 0 else 0.0
+
+
+@runtime_checkable
+class Backend(Protocol):
+    format: str
+    context_length: int
+
+    def stream(
+        self,
+        messages: Sequence[Mapping[str, str]],
+        config: GenerationConfig = ...,
+        *,
+        cancel: threading.Event | None = None,
+    ) -> Iterator[str]: ...
+
+    def generate(
+        self,
+        messages: Sequence[Mapping[str, str]],
+        config: GenerationConfig = ...,
+        *,
+        cancel: threading.Event | None = None,
+    ) -> str: ...
+
+    def close(self) -> None: ...
+
+
+class TextStream:
+    """Incremental detokenization: emits only complete characters (no split UTF-8)."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+        self.ids: list[int] = []
+        self.prefix = 0
+        self.read = 0
+
+    def push(self, token: int) -> str:
+        self.ids.append(token)
+        decode = self.tokenizer.decode
+        before = decode(self.ids[self.prefix : self.read], skip_special_tokens=True)
+        now = decode(self.ids[self.prefix :], skip_special_tokens=True)
+        if len(now) > len(before) and not now.endswith("\ufffd"):
+            self.prefix, self.read = self.read, len(self.ids)
+            return now[len(before) :]
+        return ""
+
+
+def _held_back(text: str, stops: Sequence[str]) -> int:
+    """How many trailing characters of text could be the start of a stop string."""
+    best = 0
+    for s in stops:
+        for n in range(min(len(s) - 1, len(text)), 0, -1):
+            if text.endswith(s[:n]):
+                best = max(best, n)
+                break
+    return best
+
+
+@dataclass
+class DecoderBackend:
+    """Shared loop. Subclasses set format/context_length and implement the three hooks."""
+
+    tokenizer: object
+    context_length: int
+    format: str = "?"
+    eos_ids: frozenset[int] = field(default_factory=frozenset)
+    last_stats: Stats | None = None
+
+    # --- hooks -------------------------------------------------------------------------
+    def _prefill(self, ids: list[int]) -> np.ndarray:
+        """Run the prompt; return (V,) logits of its last position."""
+        raise NotImplementedError
+
+    def _step(self, token: int) -> np.ndarray:
+        """Append one token; return its (V,) next-token logits."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+    # --- shared ------------------------------------------------------------------------
+    def encode_chat(self, messages, *, system: str | None = None) -> list[int]:
+        text = render_chat(messages, system=system, template=self.tokenizer.chat_template)
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def stream(
+        self,
+        messages,
+        config: GenerationConfig = GenerationConfig(),
+        *,
+        cancel: threading.Event | None = None,
+    ) -> Iterator[str]:
+        return self.stream_ids(self.encode_chat(messages), config, cancel=cancel)
+
+    def generate(
+        self,
+        messages,
+        config: GenerationConfig = GenerationConfig(),
+        *,
+        cancel: threading.Event | None = None,
+    ) -> str:
+        return "".join(self.stream(messages, config, cancel=cancel))
+
+    def complete(
+        self,
+        text: str,
+        config: GenerationConfig = GenerationConfig(),
+        *,
+        cancel: threading.Event | None = None,
+    ) -> Iterator[str]:
+        """Plain continuation (for base, non-instruct models): no chat template."""
+        ids = self.tokenizer(text, add_special_tokens=True)["input_ids"]
+        return self.stream_ids(ids, config, cancel=cancel)
+
+    def stream_ids(
+        self, ids: list[int], config: GenerationConfig, *, cancel: threading.Event | None = None
+    ) -> Iterator[str]:
+        if len(ids) >= self.context_length:
+            raise ConfigError(
+                f"the prompt has {len(ids)} tokens but the model's context is "
+                f"{self.context_length}; shorten it (chat sessions trim old turns for you)"
+            )
+        max_new = min(config.max_new_tokens, self.context_length - len(ids))
+        sampler = Sampler(
+            temperature=config.temperature,
+            top_k=config.top_k,
+            top_p=config.top_p,
+            repetition_penalty=config.repetition_penalty,
+            seed=config.seed,
+        )
+        text, pending, out = TextStream(self.tokenizer), "", []
+        t0 = time.perf_counter()
+        ttft, stopped = 0.0, "length"
+        logits = self._prefill(list(ids))
+        history = list(ids)
+        for i in range(max_new):
+            token = sampler(logits, history)
+            if i == 0:
+                ttft = time.perf_counter() - t0
+            if token in self.eos_ids:
+                stopped = "eos"
+                break
+            out.append(token)
+            history.append(token)
+            pending += text.push(token)
+            if config.stop:
+                cut = min((pending.find(s) for s in config.stop if s in pending), default=-1)
+                if cut >= 0:
+                    pending, stopped = pending[:cut], "stop"
+                    break
+                keep = _held_back(pending, config.stop)
+                if len(pending) > keep:
+                    yield pending[: len(pending) - keep]
+                    pending = pending[len(pending) - keep :]
+            elif pending:
+                yield pending
+                pending = ""
+            if cancel is not None and cancel.is_set():
+                stopped = "cancel"
+                break
+            if i + 1 < max_new:
+                logits = self._step(token)
+        if pending:
+            yield pending
+        self.last_stats = Stats(len(ids), len(out), ttft, time.perf_counter() - t0, stopped)

@@ -1,0 +1,145 @@
+"""Load a backend for an artifact by name and format, through its manifest only.
+
+`auto` picks the fastest format that passed its parity gate and fits in free memory;
+`gguf` picks the family's best passed file. Files are checked against the manifest's sizes
+(and, with verify=True, sha256) before native code touches them.
+
+Example: `balabol chat --artifact smollm2-135m-instruct --format auto`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+from balabol.errors import ArtifactError
+from balabol.manifest import FORMATS, Artifact, Manifest, verify
+from balabol.settings import DEFAULT_ARTIFACT, artifacts_dir
+
+
+def _torch(*a, **k):
+    from runtime.torch_backend import TorchBackend
+
+    return TorchBackend.open(*a, **k)
+
+
+def _onnx(path, **k):
+    from runtime.onnx_backend import OnnxBackend
+
+    return OnnxBackend.open(path / "model.onnx", **k)
+
+
+def _gguf(*a, **k):
+    from runtime.gguf_backend import GgufBackend
+
+    return GgufBackend.open(*a, **k)
+
+
+# format -> opener(path, tokenizer=, context_length=, fmt=, threads=)
+BACKENDS: dict[str, Callable] = {
+    "torch": _torch,
+    "onnx": _onnx,
+    "onnx-int8": _onnx,
+    "gguf-f16": _gguf,
+    "gguf-q8_0": _gguf,
+    "gguf-q4_k_m": _gguf,
+}
+# fastest first (measured on 2 cores, see benchmarks/); `auto` takes the first that fits
+SPEED_ORDER = ("gguf-q4_k_m", "gguf-q8_0", "onnx-int8", "gguf-f16", "onnx", "torch")
+ALIASES = {"gguf": ("gguf-q4_k_m", "gguf-q8_0", "gguf-f16"), "auto": SPEED_ORDER}
+MAX_CONTEXT = 4096  # a chat bot on a 2-core machine does not need more, and KV memory grows
+
+
+def available_memory() -> int:
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 1 << 62  # unknown: do not refuse
+
+
+def threads() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def artifact_dir(artifact: str, root: Path | None = None) -> Path:
+    root = Path(root or artifacts_dir())
+    path = root / artifact
+    if not (path / "manifest.json").is_file():
+        have = sorted(p.parent.name for p in root.glob("*/manifest.json")) if root.is_dir() else []
+        raise ArtifactError(
+            f"no artifact {artifact!r} in {root} (found: {', '.join(have) or 'none'}); "
+            "build it with `make export` or `balabol export --name NAME`"
+        )
+    return path
+
+
+def choose(manifest: Manifest, fmt: str) -> Artifact:
+    """The manifest entry for a format name or alias (auto, gguf)."""
+    if fmt in ALIASES:
+        free = available_memory()
+        for f in ALIASES[fmt]:
+            a = next((a for a in manifest.artifacts if a.format == f), None)
+            if a is not None and a.status == "passed" and a.bytes * 1.3 < free:
+                return a
+        raise ArtifactError(
+            f"artifact {manifest.name!r} has no passed format for {fmt!r} that fits in "
+            f"{free / 2**30:.1f} GiB free memory; formats: "
+            + ", ".join(f"{a.format} ({a.status})" for a in manifest.artifacts)
+        )
+    if fmt not in FORMATS:
+        raise ArtifactError(
+            f"unknown format {fmt!r}; choose one of: {', '.join([*FORMATS, *ALIASES])}"
+        )
+    a = manifest.artifact(fmt)
+    if a.status == "skipped":
+        raise ArtifactError(f"{fmt} was skipped at export: {a.parity.get('skipped')}")
+    return a
+
+
+def check_files(root: Path, a: Artifact) -> None:
+    """Cheap size checks, so a truncated file is an error here, not a crash in native code."""
+    target = root / a.path
+    if not target.exists():
+        raise ArtifactError(f"{target} is missing; re-export with `balabol export --force`")
+    files = [target] if target.is_file() else [p for p in target.iterdir() if p.is_file()]
+    size = sum(p.stat().st_size for p in files)
+    if size != a.bytes:
+        raise ArtifactError(
+            f"{target} has {size} bytes but the manifest says {a.bytes}: the file is truncated "
+            "or was changed; re-export with `balabol export --force`"
+        )
+
+
+def load(
+    artifact: str = DEFAULT_ARTIFACT,
+    fmt: str = "auto",
+    *,
+    root: Path | None = None,
+    verify_sha: bool = False,
+    n_threads: int | None = None,
+):
+    """A ready backend for `artifact` in format `fmt` (a format name or auto/gguf)."""
+    from transformers import AutoTokenizer
+
+    path = artifact_dir(artifact, root)
+    manifest = Manifest.load(path)
+    entry = choose(manifest, fmt)
+    check_files(path, entry)
+    if verify_sha:
+        verify(path, entry)
+    tokenizer = AutoTokenizer.from_pretrained(path / "hf")
+    ctx = min(manifest.context_length or 2048, MAX_CONTEXT)
+    backend = BACKENDS[entry.format](
+        path / entry.path,
+        tokenizer=tokenizer,
+        context_length=ctx,
+        fmt=entry.format,
+        threads=n_threads or threads(),
+    )
+    backend.artifact = manifest.name
+    return backend

@@ -1,0 +1,102 @@
+"""The onnxruntime backend: a lean decode loop over optimum's decoder-with-past graph.
+
+The KV cache never leaves onnxruntime: each step's `present.*` outputs are bound (IO
+binding) as the next step's `past_key_values.*` inputs, so there is no per-step Python
+copy of the cache, only of the (V,) logits row.
+
+Example: `balabol chat --format onnx-int8`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from balabol.errors import ArtifactError, require
+from runtime.base import DecoderBackend
+
+
+@dataclass
+class OnnxBackend(DecoderBackend):
+    session: object = None
+    _past: dict = field(default_factory=dict, repr=False)
+    _pos: int = 0
+    _mask: np.ndarray | None = None
+
+    @classmethod
+    def open(cls, path: Path, *, tokenizer, context_length: int, fmt: str, threads: int):
+        ort = require("onnxruntime", extra="runtime")
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = threads
+        so.inter_op_num_threads = 1
+        so.log_severity_level = 3
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        try:
+            sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+        except Exception as e:  # onnxruntime raises its own Fail/InvalidProtobuf types
+            raise ArtifactError(
+                f"onnxruntime cannot load {path}: {str(e).splitlines()[0][:200]}; the file is "
+                "corrupt or truncated, re-export with `balabol export --force`"
+            ) from e
+        return cls(
+            tokenizer=tokenizer,
+            context_length=context_length,
+            format=fmt,
+            eos_ids=frozenset({tokenizer.eos_token_id}),
+            session=sess,
+        )
+
+    def __post_init__(self):
+        if self.session is None:
+            return
+        import onnxruntime as ort
+
+        self._ort = ort
+        inputs = {i.name: i for i in self.session.get_inputs()}
+        self._has_mask = "attention_mask" in inputs
+        self._has_pos = "position_ids" in inputs
+        self._past_names = [n for n in inputs if n.startswith("past_key_values.")]
+        self._outputs = [o.name for o in self.session.get_outputs()]
+        self._present = {
+            n: self._outputs.index(n.replace("past_key_values.", "present."))
+            for n in self._past_names
+        }
+        self._empty = {
+            n: ort.OrtValue.ortvalue_from_numpy(
+                np.zeros((1, inputs[n].shape[1], 0, inputs[n].shape[3]), dtype=np.float32)
+            )
+            for n in self._past_names
+        }
+        self._mask = np.ones((1, self.context_length), dtype=np.int64)
+
+    def _run(self, ids: list[int]) -> np.ndarray:
+        s = len(ids)
+        b = self.session.io_binding()
+        b.bind_cpu_input("input_ids", np.asarray([ids], dtype=np.int64))
+        if self._has_mask:
+            b.bind_cpu_input("attention_mask", self._mask[:, : self._pos + s])
+        if self._has_pos:
+            b.bind_cpu_input(
+                "position_ids", np.arange(self._pos, self._pos + s, dtype=np.int64)[None]
+            )
+        for n in self._past_names:
+            b.bind_ortvalue_input(n, self._past[n])
+        for n in self._outputs:
+            b.bind_output(n, "cpu")
+        self.session.run_with_iobinding(b)
+        outs = b.get_outputs()
+        self._past = {n: outs[i] for n, i in self._present.items()}
+        self._pos += s
+        return outs[0].numpy()[0, -1]
+
+    def _prefill(self, ids):
+        self._past, self._pos = dict(self._empty), 0
+        return self._run(ids)
+
+    def _step(self, token):
+        return self._run([token])
+
+    def close(self):
+        self.session, self._past = None, {}
