@@ -190,7 +190,9 @@ def export_int8(
                     break
                 kept.append(g)
                 best_path, best_ppl, best_kl = trial(kept)
-                log(f"    keeping {len(kept)} group(s) in fp32: ppl {best_ppl:.2f}, KL {best_kl:.4f}")
+                log(
+                    f"    keeping {len(kept)} group(s) in fp32: ppl {best_ppl:.2f}, KL {best_kl:.4f}"
+                )
         out_dir.mkdir(parents=True, exist_ok=True)
         shutil.move(best_path, out_dir / "model.onnx")
     finally:
