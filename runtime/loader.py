@@ -48,7 +48,7 @@ BACKENDS: dict[str, Callable] = {
 # fastest first (measured on 2 cores, see benchmarks/); `auto` takes the first that fits
 SPEED_ORDER = ("gguf-q4_k_m", "gguf-q8_0", "onnx-int8", "gguf-f16", "onnx", "torch")
 ALIASES = {"gguf": ("gguf-q4_k_m", "gguf-q8_0", "gguf-f16"), "auto": SPEED_ORDER}
-MAX_CONTEXT = 4096  # a chat bot on a 2-core machine does not need more, and KV memory grows
+MAX_CONTEXT = 2048  # enough for a chat bot on 2 cores; the KV cache grows with it (memory)
 
 
 def available_memory() -> int:
@@ -124,7 +124,7 @@ def load(
     n_threads: int | None = None,
 ):
     """A ready backend for `artifact` in format `fmt` (a format name or auto/gguf)."""
-    from transformers import AutoTokenizer
+    from runtime.tokenizer import Tokenizer
 
     path = artifact_dir(artifact, root)
     manifest = Manifest.load(path)
@@ -132,7 +132,7 @@ def load(
     check_files(path, entry)
     if verify_sha:
         verify(path, entry)
-    tokenizer = AutoTokenizer.from_pretrained(path / "hf")
+    tokenizer = Tokenizer(path / "hf")
     ctx = min(manifest.context_length or 2048, MAX_CONTEXT)
     backend = BACKENDS[entry.format](
         path / entry.path,

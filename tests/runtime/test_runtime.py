@@ -281,3 +281,34 @@ def test_importing_runtime_is_light():
     code = "import runtime, sys; print(any(m in sys.modules for m in ('torch', 'onnxruntime', 'llama_cpp')))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_light_tokenizer_matches_transformers(root):
+    from transformers import AutoTokenizer
+
+    from runtime.tokenizer import Tokenizer
+
+    hf = AutoTokenizer.from_pretrained(root / "llama" / "hf")
+    light = Tokenizer(root / "llama" / "hf")
+    text = "Привет, world! 12345 🚀\n\tcode()  <|im_start|>user\nhi<|im_end|>"
+    for special in (False, True):
+        ids = hf(text, add_special_tokens=special)["input_ids"]
+        assert light(text, add_special_tokens=special)["input_ids"] == ids
+        assert light.decode(ids, skip_special_tokens=True) == hf.decode(
+            ids, skip_special_tokens=True
+        )
+    assert (light.eos_token_id, light.chat_template) == (hf.eos_token_id, hf.chat_template)
+    assert len(light) == len(hf)
+
+
+def test_loading_a_gguf_does_not_import_torch(root):
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from runtime import load; "
+        f"b = load('llama', 'gguf-q8_0', root={str(root)!r}); "
+        "print('torch' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip().endswith("False")

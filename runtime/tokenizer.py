@@ -1,0 +1,51 @@
+"""The tokenizer the runtime uses: `tokenizer.json` through the `tokenizers` library only.
+
+Loading transformers would import torch (~250 MB resident) into a process that serves a
+GGUF or ONNX model; this reads the same files the HF tokenizer wrote and gives the same ids.
+
+Example: `Tokenizer(Path("artifacts/smollm2-135m-instruct/hf"))("Hello")["input_ids"]`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from balabol.errors import ArtifactError, require
+
+
+def _content(token) -> str | None:
+    return token.get("content") if isinstance(token, dict) else token
+
+
+class Tokenizer:
+    def __init__(self, directory: Path):
+        require("tokenizers", extra="runtime")
+        from tokenizers import Tokenizer as RustTokenizer
+
+        directory = Path(directory)
+        try:
+            self._tok = RustTokenizer.from_file(str(directory / "tokenizer.json"))
+            cfg = json.loads((directory / "tokenizer_config.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError) as e:
+            raise ArtifactError(
+                f"cannot read the tokenizer in {directory} ({e}); re-export with --force"
+            ) from e
+        template = directory / "chat_template.jinja"
+        self.chat_template = cfg.get("chat_template") or (
+            template.read_text(encoding="utf-8") if template.is_file() else None
+        )
+        self.eos_token = _content(cfg.get("eos_token"))
+        self.bos_token = _content(cfg.get("bos_token"))
+        self.eos_token_id = self._tok.token_to_id(self.eos_token) if self.eos_token else None
+        self.bos_token_id = self._tok.token_to_id(self.bos_token) if self.bos_token else None
+
+    def __len__(self) -> int:
+        return self._tok.get_vocab_size(with_added_tokens=True)
+
+    def __call__(self, text: str, add_special_tokens: bool = True) -> dict[str, list[int]]:
+        enc = self._tok.encode(text, add_special_tokens=add_special_tokens)
+        return {"input_ids": enc.ids}
+
+    def decode(self, ids, skip_special_tokens: bool = False) -> str:
+        return self._tok.decode(list(ids), skip_special_tokens=skip_special_tokens)
