@@ -17,19 +17,33 @@ from functools import lru_cache
 
 from balabol.errors import ConfigError
 
-# ChatML exactly as SmolLM2-135M-Instruct ships it (its GGUF `tokenizer.chat_template`),
-# default system prompt included, so the embedded model is served as it was trained.
+# ChatML exactly as SmolLM2-135M-Instruct ships it (its GGUF `tokenizer.chat_template`, byte
+# for byte: real newlines inside Jinja strings), default system prompt included, so the
+# embedded model is served as it was trained.
 CHAT_TEMPLATE = (
     "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
-    "{{ '<|im_start|>system\\nYou are a helpful AI assistant named SmolLM, trained by Hugging "
-    "Face<|im_end|>\\n' }}{% endif %}{{'<|im_start|>' + message['role'] + '\\n' + "
-    "message['content'] + '<|im_end|>' + '\\n'}}{% endfor %}{% if add_generation_prompt %}"
-    "{{ '<|im_start|>assistant\\n' }}{% endif %}"
+    "{{ '<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging "
+    "Face<|im_end|>\n' }}{% endif %}{{'<|im_start|>' + message['role'] + '\n' + "
+    "message['content'] + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}"
+    "{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
 # The special tokens the template uses; tokenizers of trained models must have them.
 BOS_TOKEN = "<|im_start|>"
 EOS_TOKEN = "<|im_end|>"
 ROLES = ("system", "user", "assistant")
+
+# Few-shot format for base (not instruct) models such as Gemma-3-270M before training: the
+# conversation as a plain transcript, which a base model continues with the next line. It
+# uses no special tokens, so the model needs none it was not pretrained on; a reply ends
+# where the model starts the next turn, so generation stops at FEW_SHOT_STOP (issue #8).
+FEW_SHOT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{% if message['role'] == 'system' %}{{ message['content'] + '\\n\\n' }}"
+    "{% elif message['role'] == 'user' %}{{ 'User: ' + message['content'] + '\\n' }}"
+    "{% else %}{{ 'Assistant: ' + message['content'] + '\\n' }}{% endif %}"
+    "{% endfor %}{% if add_generation_prompt %}{{ 'Assistant:' }}{% endif %}"
+)
+FEW_SHOT_STOP = ("\nUser:", "\nAssistant:")
 
 
 def template_sha256(template: str = CHAT_TEMPLATE) -> str:
@@ -73,3 +87,26 @@ def render_chat(
     if system is not None:
         msgs = [{"role": "system", "content": system}, *msgs]
     return _compiled(template).render(messages=msgs, add_generation_prompt=add_generation_prompt)
+
+
+def leading_special_ids(tokenizer) -> list[int]:
+    """The ids a tokenizer puts before any text by itself (its post-processor, i.e. its own
+    add_bos setting): Gemma's [<bos>], [] for SmolLM2 and GPT-2."""
+    plain = tokenizer("a", add_special_tokens=False)["input_ids"]
+    full = tokenizer("a", add_special_tokens=True)["input_ids"]
+    for i in range(len(full) - len(plain) + 1):
+        if full[i : i + len(plain)] == plain:
+            return full[:i]
+    return []
+
+
+def encode(tokenizer, text: str) -> list[int]:
+    """Token ids of model text (a rendered chat, a few-shot transcript or plain text).
+
+    Special tokens written in the text (the template's) are parsed, and the tokenizer's own
+    leading tokens are added once: Gemma scores perplexity ~36 with its <bos> and ~510
+    without (issue #8), while SmolLM2 and GPT-2 add nothing. One rule for every model.
+    """
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    lead = leading_special_ids(tokenizer)
+    return ids if ids[: len(lead)] == lead else [*lead, *ids]

@@ -65,6 +65,10 @@ def llama_cpp_pre_tokenizer(hf_dir: Path) -> str:
     from conversion.base import TextModel
     from transformers import AutoTokenizer
 
+    if (Path(hf_dir) / "tokenizer.model").is_file():
+        # SentencePiece vocabularies (Gemma, Llama 2) are read from tokenizer.model by the
+        # converter's _set_vocab_sentencepiece: no pre-tokenizer to recognize (issue #8).
+        return "sentencepiece"
     tokenizer = AutoTokenizer.from_pretrained(hf_dir)
     converter_log = logging.getLogger("hf-to-gguf")
     level, converter_log.level = converter_log.level, logging.ERROR  # its banner is for CLI users

@@ -109,7 +109,13 @@ def check_branches(path: Path) -> dict[str, dict]:
 
 
 def quantize(src: Path, dst: Path, exclude: list[str]) -> None:
+    import logging
+
     from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    # onnxruntime logs a "consider pre-processing" hint on the root logger at every call;
+    # it is about static shape inference for CNNs, not these decoder graphs.
+    logging.getLogger().setLevel(max(logging.getLogger().level, logging.ERROR))
 
     quantize_dynamic(
         src,

@@ -22,7 +22,7 @@ from typing import Protocol
 import numpy as np
 
 from balabol.errors import require
-from balabol.prompt import render_chat
+from balabol.prompt import encode, render_chat
 
 GREEDY_TOKENS = 32
 MAX_TEXT_TOKENS = 512
@@ -77,10 +77,22 @@ def log_softmax(x: np.ndarray) -> np.ndarray:
     return x - m - np.log(np.exp(x - m).sum(-1, keepdims=True))
 
 
+def nll(logits: np.ndarray, targets: Sequence[int], rows: int = 64) -> np.ndarray:
+    """-log p(target) for each row of (T, V) logits, a few rows at a time: a float64 copy
+    of all of them would be 1 GB for 512 tokens of Gemma's 262k vocabulary."""
+    targets = np.asarray(targets)
+    out = np.empty(len(targets))
+    for s in range(0, len(targets), rows):
+        x = logits[s : s + rows].astype(np.float64)  # (rows, V)
+        m = x.max(-1)
+        lse = m + np.log(np.exp(x - m[:, None]).sum(-1))
+        out[s : s + rows] = lse - x[np.arange(len(x)), targets[s : s + rows]]
+    return out
+
+
 def perplexity(lm: LM, ids: Sequence[int]) -> float:
-    lp = log_softmax(lm.logits(ids)[:-1])  # (T-1, V): position t predicts ids[t+1]
-    nll = -lp[np.arange(len(ids) - 1), np.asarray(ids[1:])]
-    return float(np.exp(nll.mean()))
+    # position t predicts ids[t+1]
+    return float(np.exp(nll(lm.logits(ids)[:-1], ids[1:]).mean()))
 
 
 class TorchLM:
@@ -211,12 +223,13 @@ class Reference:
     def build(cls, torch_lm: TorchLM, tokenizer, max_text_tokens: int = MAX_TEXT_TOKENS):
         seqs, lens, logits = [], [], []
         for messages in PROMPTS:
-            ids = tokenizer(render_chat(messages), add_special_tokens=False)["input_ids"]
+            # the model's own template and leading tokens (Gemma's <bos>), as served
+            ids = encode(tokenizer, render_chat(messages, template=tokenizer.chat_template))
             seq = ids + torch_lm.greedy(ids, GREEDY_TOKENS)
             seqs.append(seq)
             lens.append(len(ids))
             logits.append(torch_lm.logits(seq))
-        text_ids = tokenizer(text("heldout_en.txt"), add_special_tokens=False)["input_ids"]
+        text_ids = encode(tokenizer, text("heldout_en.txt"))
         text_ids = text_ids[:max_text_tokens]
         return cls(seqs, lens, logits, text_ids, perplexity(torch_lm, text_ids))
 

@@ -49,6 +49,9 @@ register(
         legacy_config_keys=(("n_ctx", "n_positions"),),
     )
 )
+# Gemma 3 text models: SentencePiece vocabulary of 262k tokens (tokenizer.model goes to
+# llama.cpp's converter), tied embeddings, 5 sliding-window layers per global one.
+register(ArchSpec("gemma3", ("gemma3_text",), "Gemma-3-270M (--base gemma3-270m)"))
 
 
 def supported() -> str:

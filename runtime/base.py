@@ -12,13 +12,13 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol, runtime_checkable
 
 import numpy as np
 
 from balabol.errors import ConfigError
-from balabol.prompt import render_chat
+from balabol.prompt import FEW_SHOT_STOP, FEW_SHOT_TEMPLATE, encode, render_chat
 from runtime.sampling import Sampler
 
 
@@ -31,6 +31,7 @@ class GenerationConfig:
     repetition_penalty: float = 1.1
     seed: int | None = None
     stop: tuple[str, ...] = ()
+    ignore_eos: bool = False  # benchmarks: always produce max_new_tokens
 
     def __post_init__(self):
         checks = [
@@ -144,10 +145,13 @@ class DecoderBackend:
     def close(self) -> None:
         pass
 
+    def reset(self) -> None:
+        """Forget any cached prompt (benchmarks measure a cold prompt)."""
+
     # --- shared ------------------------------------------------------------------------
     def encode_chat(self, messages, *, system: str | None = None) -> list[int]:
         text = render_chat(messages, system=system, template=self.tokenizer.chat_template)
-        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        return encode(self.tokenizer, text)  # with the model's own leading <bos>, if any
 
     def stream(
         self,
@@ -156,6 +160,9 @@ class DecoderBackend:
         *,
         cancel: threading.Event | None = None,
     ) -> Iterator[str]:
+        if self.tokenizer.chat_template == FEW_SHOT_TEMPLATE:
+            # a base model continues the transcript: its reply ends where the next turn starts
+            config = replace(config, stop=(*config.stop, *FEW_SHOT_STOP))
         return self.stream_ids(self.encode_chat(messages), config, cancel=cancel)
 
     def generate(
@@ -203,7 +210,7 @@ class DecoderBackend:
             token = sampler(logits, history)
             if i == 0:
                 ttft = time.perf_counter() - t0
-            if token in self.eos_ids:
+            if token in self.eos_ids and not config.ignore_eos:
                 stopped = "eos"
                 break
             out.append(token)

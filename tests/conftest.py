@@ -1,7 +1,9 @@
 """Tiny random models with tokenizers trained on the spot: every code path in seconds, offline.
 
 `tiny_model("llama")` / `tiny_model("gpt2")` build a 2-layer model and a byte-level BPE
-tokenizer whose pre-tokenizer matches what llama.cpp calls 'smollm' / 'gpt2'.
+tokenizer whose pre-tokenizer matches what llama.cpp calls 'smollm' / 'gpt2';
+`tiny_model("gemma3")` a 6-layer Gemma 3 (5 sliding-window layers, 1 global) with a
+SentencePiece BPE vocabulary built the way the embedded Gemma's is imported.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from balabol.prompt import BOS_TOKEN, CHAT_TEMPLATE, EOS_TOKEN
+from balabol.prompt import BOS_TOKEN, CHAT_TEMPLATE, EOS_TOKEN, FEW_SHOT_TEMPLATE
 
 
 def _corpus() -> list[str]:
@@ -64,11 +66,58 @@ def train_tokenizer(kind: str, vocab_size: int = 600):
     )
 
 
+def train_sentencepiece_tokenizer(out: Path, vocab_size: int = 800):
+    """Gemma-like: SentencePiece BPE, byte fallback, spaces as '▁', newline runs and space
+    runs as user-defined tokens, <bos> added; made by the importer's own builder."""
+    import io
+
+    import sentencepiece as spm
+    from sentencepiece import sentencepiece_model_pb2 as sp_pb2
+
+    from balabol.bases import tokenizer_from_metadata
+
+    buf = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(_corpus() * 3),
+        model_writer=buf,
+        model_type="bpe",
+        vocab_size=vocab_size,
+        byte_fallback=True,
+        character_coverage=1.0,
+        normalization_rule_name="identity",
+        add_dummy_prefix=False,
+        remove_extra_whitespaces=False,
+        user_defined_symbols=["\n", "\n\n", "  ", "    "],
+        **dict(pad_id=0, eos_id=1, bos_id=2, unk_id=3),
+        **dict(pad_piece="<pad>", eos_piece="<eos>", bos_piece="<bos>", unk_piece="<unk>"),
+        minloglevel=2,
+    )
+    pieces = sp_pb2.ModelProto.FromString(buf.getvalue()).pieces
+    meta = {
+        "general.architecture": "gemma3",
+        "gemma3.context_length": 256,
+        "tokenizer.ggml.model": "llama",
+        "tokenizer.ggml.tokens": [p.piece for p in pieces],
+        "tokenizer.ggml.scores": [p.score for p in pieces],
+        "tokenizer.ggml.token_type": [p.type for p in pieces],
+        "tokenizer.ggml.padding_token_id": 0,
+        "tokenizer.ggml.eos_token_id": 1,
+        "tokenizer.ggml.bos_token_id": 2,
+        "tokenizer.ggml.unknown_token_id": 3,
+        "tokenizer.ggml.add_bos_token": True,
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    return tokenizer_from_metadata(meta, FEW_SHOT_TEMPLATE, work_dir=out)
+
+
 def build_tiny(kind: str, out: Path, *, tokenizer_kind: str | None = None, seed: int = 0) -> Path:
     import torch
-    from transformers import AutoModelForCausalLM, GPT2Config, LlamaConfig
+    from transformers import AutoModelForCausalLM, Gemma3TextConfig, GPT2Config, LlamaConfig
 
-    tok = train_tokenizer(tokenizer_kind or kind)
+    if kind == "gemma3":
+        tok = train_sentencepiece_tokenizer(out)
+    else:
+        tok = train_tokenizer(tokenizer_kind or kind)
     common = dict(
         vocab_size=len(tok),
         bos_token_id=tok.bos_token_id,
@@ -79,6 +128,21 @@ def build_tiny(kind: str, out: Path, *, tokenizer_kind: str | None = None, seed:
     )
     if kind == "gpt2":
         cfg = GPT2Config(n_embd=64, n_layer=2, n_head=4, n_positions=256, **common)
+    elif kind == "gemma3":
+        # llama.cpp's gemma3 makes every 6th layer global, as HF's default layer_types do;
+        # a short window makes every parity sequence cross it.
+        cfg = Gemma3TextConfig(
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=6,
+            num_attention_heads=4,
+            num_key_value_heads=1,
+            head_dim=16,
+            query_pre_attn_scalar=16,
+            sliding_window=16,
+            max_position_embeddings=256,
+            **common,
+        )
     else:
         cfg = LlamaConfig(
             hidden_size=64,
@@ -149,3 +213,9 @@ def exported_llama(tiny_model, tmp_path_factory):
 def exported_gpt2(tiny_model, tmp_path_factory):
     out = tmp_path_factory.mktemp("artifacts-gpt2")
     return out, export_tiny(tiny_model("gpt2"), out, "gpt2")
+
+
+@pytest.fixture(scope="session")
+def exported_gemma3(tiny_model, tmp_path_factory):
+    out = tmp_path_factory.mktemp("artifacts-gemma3")
+    return out, export_tiny(tiny_model("gemma3"), out, "gemma3")
