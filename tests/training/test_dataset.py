@@ -1,0 +1,172 @@
+"""Reading data/NAME/*.jsonl and masking: labels on assistant replies only, token for token."""
+
+from __future__ import annotations
+
+import pytest
+
+from balabol.errors import DataError
+from balabol.prompt import BOS_TOKEN, EOS_TOKEN, leading_special_ids, render_chat
+from balabol.prompt import encode as encode_text
+from training import dataset
+from training.dataset import IGNORE_INDEX, encode
+
+from .helpers import chat, write_data, write_jsonl
+
+CONVERSATION = [
+    {"role": "system", "content": "Be brief."},
+    {"role": "user", "content": "Привет! How are you?"},
+    {"role": "assistant", "content": "Fine 🚀, thanks."},
+    {"role": "user", "content": "2+2?"},
+    {"role": "assistant", "content": " 4, of course"},
+]
+
+
+@pytest.fixture(scope="module", params=["llama", "gpt2", "gemma3"])
+def tokenizer(request, tiny_model):
+    tok, added = dataset.chat_tokenizer(tiny_model(request.param))
+    # the tiny llama and gpt2 know the chat tokens; Gemma (a base model) gets them added
+    want = [BOS_TOKEN, EOS_TOKEN] if request.param == "gemma3" else []
+    assert tok.convert_ids_to_tokens(added) == want
+    return tok
+
+
+def _lead(tokenizer) -> int:
+    """How many tokens the tokenizer puts first by itself (Gemma: <bos>)."""
+    return len(leading_special_ids(tokenizer))
+
+
+def _runs(labels):
+    """The labelled stretches as lists of token ids."""
+    runs, cur = [], []
+    for x in labels:
+        if x == IGNORE_INDEX:
+            if cur:
+                runs.append(cur)
+            cur = []
+        else:
+            cur.append(x)
+    return [*runs, cur] if cur else runs
+
+
+def test_labels_are_exactly_the_assistant_replies_and_their_end_of_turn(tokenizer):
+    enc = encode(CONVERSATION, tokenizer)
+    text = render_chat(CONVERSATION, add_generation_prompt=False)
+    # the whole conversation is tokenized as one string, as the runtime tokenizes a prompt
+    assert enc.input_ids == encode_text(tokenizer, text)
+    assert enc.labels[: _lead(tokenizer)] == [IGNORE_INDEX] * _lead(tokenizer)
+    assert len(enc.labels) == len(enc.input_ids)
+    assert [tokenizer.decode(r) for r in _runs(enc.labels)] == [
+        "Fine 🚀, thanks." + EOS_TOKEN,
+        " 4, of course" + EOS_TOKEN,
+    ]
+    # every label is either masked or the token itself (no shifting here; the model shifts)
+    assert all(
+        lab in (IGNORE_INDEX, tok) for lab, tok in zip(enc.labels, enc.input_ids, strict=True)
+    )
+    assert enc.target_bytes == len(
+        ("Fine 🚀, thanks." + EOS_TOKEN + " 4, of course" + EOS_TOKEN).encode()
+    )
+    assert not enc.truncated
+
+
+def test_the_prompt_before_a_reply_is_what_the_runtime_feeds(tokenizer):
+    enc = encode(CONVERSATION, tokenizer)
+    labels = enc.labels
+    last_reply = max(i for i in range(1, len(labels)) if labels[i - 1] == IGNORE_INDEX != labels[i])
+    runtime_prompt = render_chat(CONVERSATION[:-1])  # ends with the generation prompt
+    assert enc.input_ids[:last_reply] == encode_text(tokenizer, runtime_prompt)
+
+
+def test_a_reply_without_context_gets_the_default_system_prompt(tokenizer):
+    joke = [{"role": "assistant", "content": "A joke."}]
+    enc = encode(joke, tokenizer)
+    text = tokenizer.decode(enc.input_ids[_lead(tokenizer) :])
+    assert text.startswith("<|im_start|>system\nYou are a helpful")
+    assert [tokenizer.decode(r) for r in _runs(enc.labels)] == ["A joke." + EOS_TOKEN]
+
+
+def test_all_tokens_mode_labels_everything(tokenizer):
+    enc = encode(CONVERSATION, tokenizer, assistant_only=False)
+    n = _lead(tokenizer)  # a <bos> the tokenizer adds is input, never a target
+    assert enc.labels == [IGNORE_INDEX] * n + enc.input_ids[n:]
+    text = render_chat(CONVERSATION, add_generation_prompt=False)
+    assert enc.target_bytes == len(text.encode())
+
+
+def test_no_assistant_turn_means_no_labels(tokenizer):
+    enc = encode([{"role": "user", "content": "hello?"}], tokenizer)
+    assert enc.n_targets == 0 and enc.target_bytes == 0
+
+
+def test_truncation_keeps_the_start_and_counts_only_kept_bytes(tokenizer):
+    full = encode(CONVERSATION, tokenizer)
+    cut = encode(CONVERSATION, tokenizer, max_length=len(full.input_ids) - 3)
+    assert cut.truncated
+    assert cut.input_ids == full.input_ids[:-3] and cut.labels == full.labels[:-3]
+    assert 0 < cut.target_bytes < full.target_bytes
+
+
+def test_collate_pads_right_and_masks_padding():
+    a = dataset.Encoded([5, 6, 7], [IGNORE_INDEX, 6, 7], 2, False)
+    b = dataset.Encoded([8], [8], 1, False)
+    batch = dataset.collate([a, b], pad_id=0)
+    assert batch["input_ids"].tolist() == [[5, 6, 7], [8, 0, 0]]
+    assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 0, 0]]
+    assert batch["labels"].tolist() == [[-100, 6, 7], [8, -100, -100]]
+
+
+def test_load_split_counts_what_it_skips(tmp_path, tokenizer):
+    path = write_jsonl(
+        tmp_path / "train.jsonl",
+        [
+            {"messages": chat("hi", "hello"), "session": "1"},
+            {"messages": [{"role": "user", "content": "no reply"}], "session": "2"},
+            "",
+            {"messages": chat("a", "b")},
+        ],
+    )
+    samples, stats = dataset.load_split(path, tokenizer)
+    assert (stats.samples, stats.kept, stats.no_targets) == (3, 2, 1)
+    assert stats.tokens == sum(len(s.input_ids) for s in samples)
+    assert stats.target_tokens == sum(s.n_targets for s in samples)
+
+
+# --- bad input ----------------------------------------------------------------------------
+
+
+def test_missing_data_dir(tmp_path):
+    with pytest.raises(
+        DataError, match=r"data directory .*nope does not exist; build one with `balabol data"
+    ):
+        dataset.data_files(tmp_path / "nope")
+
+
+def test_missing_val_file_lists_what_is_there(tmp_path):
+    write_jsonl(tmp_path / "d" / "train.jsonl", [])
+    with pytest.raises(DataError, match=r"has no val.jsonl \(it has: train.jsonl\)"):
+        dataset.data_files(tmp_path / "d")
+
+
+BAD_LINES = {
+    "malformed-json": ('{"messages": [', r"train.jsonl:2: not valid JSON"),
+    "not-an-object": ("[1, 2]", r"train.jsonl:2: expected an object with a non-empty list"),
+    "no-messages": ('{"session": "x"}', r"train.jsonl:2: expected an object"),
+    "empty-messages": ('{"messages": []}', r"train.jsonl:2: expected an object"),
+    "bad-role": (
+        '{"messages": [{"role": "bot", "content": "x"}]}',
+        r"train.jsonl:2: message 0: role 'bot' is not one of system, user, assistant",
+    ),
+    "content-not-text": (
+        '{"messages": [{"role": "user", "content": 5}]}',
+        r"train.jsonl:2: message 0: content must be a string",
+    ),
+}
+
+
+@pytest.mark.parametrize(("line", "message"), BAD_LINES.values(), ids=BAD_LINES)
+def test_a_bad_line_names_the_file_and_line(tmp_path, line, message):
+    data = write_data(tmp_path / "d", n_train=1)
+    with open(data / "train.jsonl", "a", encoding="utf-8") as f:
+        f.write(line + "\n")
+    with pytest.raises(DataError, match=message):
+        list(dataset.read_jsonl(data / "train.jsonl"))
