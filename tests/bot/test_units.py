@@ -1,0 +1,173 @@
+"""Units of the bot without a model: settings, storage, splitting, pacing, flood control."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+from aiogram import Bot
+from aiogram.client.session.aiohttp import AiohttpSession
+from aiogram.client.telegram import TelegramAPIServer
+
+from balabol.errors import ConfigError
+from bot.config import load_settings
+from bot.middlewares.ratelimit import RateLimit
+from bot.storage import Prefs, Store
+from bot.streaming import MESSAGE_LIMIT, LiveMessage, Pacer, RetryAfterMiddleware, split_message
+from tests.fakes.telegram import TOKEN, FakeTelegram
+
+# --- settings -------------------------------------------------------------------------------
+
+
+def test_settings_from_env_and_dotenv(tmp_path, monkeypatch):
+    env = tmp_path / ".env"
+    env.write_text("BALABOL_BOT_TOKEN=42:from-dotenv\nBALABOL_TEMPERATURE=0.3\n")
+    monkeypatch.setenv("BALABOL_ALLOWED_USERS", "1, 2 3")
+    monkeypatch.setenv("BALABOL_ADMINS", "7")
+    monkeypatch.setenv("BALABOL_FORMATS", "onnx,gguf-q8_0")
+    s = load_settings(env)
+    assert s.token == "42:from-dotenv" and s.temperature == 0.3
+    assert s.allowed_users == [1, 2, 3] and s.admins == [7]
+    assert s.formats == ["onnx", "gguf-q8_0"]
+    assert "from-dotenv" not in repr(s) and "from-dotenv" not in str(s.model_dump())
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({}, "BALABOL_BOT_TOKEN is not set: get a token from @BotFather"),
+        ({"bot_token": "not a token"}, "BALABOL_BOT_TOKEN does not look like a bot token"),
+        ({"bot_token": TOKEN, "temperature": 9}, "BALABOL_TEMPERATURE"),
+        ({"bot_token": TOKEN, "max_new_tokens": 600}, "exceeds max_reply_tokens"),
+        ({"bot_token": TOKEN, "mode": "webhook"}, "needs BALABOL_WEBHOOK_URL"),
+    ],
+)
+def test_bad_settings_name_the_variable(values, message, monkeypatch, tmp_path):
+    monkeypatch.delenv("BALABOL_BOT_TOKEN", raising=False)
+    with pytest.raises(ConfigError, match=message) as e:
+        load_settings(None, **values)
+    assert "not a token" not in str(e.value)  # a mistyped token is never echoed
+
+
+# --- storage --------------------------------------------------------------------------------
+
+
+def test_history_is_bounded_per_chat_and_survives_reopening(tmp_path):
+    store = Store(tmp_path / "db.sqlite3", history_limit=4)
+    for i in range(3):
+        store.add_exchange(1, f"q{i}", f"a{i}")
+    store.add_exchange(2, "other chat", None)
+    assert store.history(1) == [
+        {"role": "user", "content": "q1"},
+        {"role": "assistant", "content": "a1"},
+        {"role": "user", "content": "q2"},
+        {"role": "assistant", "content": "a2"},
+    ]
+    assert store.last_exchange(1) == ("q2", "a2")
+    assert store.last_exchange(2) == ("other chat", None)
+    store.add_exchange(1, "q2", "better a2", replace_last=True)
+    store.set_prefs(5, temperature=0.2, artifact="llama", format="onnx")
+    store.close()
+
+    store = Store(tmp_path / "db.sqlite3", history_limit=4)
+    assert [m["content"] for m in store.history(1)] == ["q1", "a1", "q2", "better a2"]
+    assert store.prefs(5) == Prefs(temperature=0.2, artifact="llama", format="onnx")
+    assert store.prefs(6) == Prefs()
+    assert store.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert store.reset(1) == 4 and store.history(1) == []
+    with pytest.raises(ValueError, match="unknown preference"):
+        store.set_prefs(5, colour="red")
+
+
+# --- splitting, pacing, rate limit -----------------------------------------------------------
+
+
+def test_split_prefers_paragraphs_then_sentences_then_words():
+    para = "word " * 600  # 3000 characters
+    chunks = split_message(para.strip() + "\n\n" + para.strip())
+    assert chunks == [para.strip(), para.strip()]
+    sentences = ("This is a sentence. " * 300).strip()  # 6000 characters
+    chunks = split_message(sentences)
+    assert all(len(c) <= MESSAGE_LIMIT for c in chunks) and chunks[0].endswith(".")
+    assert " ".join(chunks) == sentences
+    words = ("abc " * 2000).strip()
+    assert all(c.endswith("abc") for c in split_message(words))
+    blob = "x" * 10000  # no boundary at all: hard cuts
+    assert [len(c) for c in split_message(blob)] == [4096, 4096, 1808]
+    assert split_message("short") == ["short"]
+
+
+async def test_pacer_spaces_slots_per_chat():
+    pacer, t0 = Pacer(0.1), time.monotonic()
+    await asyncio.gather(*(pacer.slot(1) for _ in range(3)), pacer.slot(2))
+    assert 0.18 < time.monotonic() - t0 < 0.5  # chat 1: 0, 0.1, 0.2; chat 2 at once
+
+
+async def test_rate_limit_warns_once_per_burst():
+    now = [0.0]
+    limit = RateLimit(2, 10, clock=lambda: now[0])
+    seen, warned = [], []
+
+    class User:
+        id = 1
+
+    class Event:
+        async def reply(self, text):
+            warned.append(text)
+
+    async def handler(event, data):
+        seen.append(now[0])
+
+    for t in (0, 1, 2, 3, 11, 12):
+        now[0] = t
+        await limit(handler, Event(), {"event_from_user": User()})
+    assert seen == [0, 1, 11, 12]
+    assert len(warned) == 1 and "at most 2 messages per 10 s" in warned[0]
+
+
+# --- delivery against the fake server ------------------------------------------------------
+
+
+def fake_bot(tg: FakeTelegram) -> Bot:
+    session = AiohttpSession(api=TelegramAPIServer.from_base(tg.url))
+    session.middleware(RetryAfterMiddleware())
+    return Bot(tg.token, session=session)
+
+
+async def test_long_reply_continues_in_new_messages():
+    async with FakeTelegram() as tg:
+        user_msg = tg.user_says(1, "tell me everything")
+        bot = fake_bot(tg)
+        live = LiveMessage(bot, 1, reply_to=user_msg["message_id"], pacer=Pacer(0))
+        text = "\n\n".join(f"Paragraph {i}. " + ("blah " * 150).strip() for i in range(12))
+        await live.show(text[:3000])
+        await live.show(text)
+        await bot.session.close()
+        parts = tg.replies_to(user_msg)
+        assert len(parts) == 3 and all(len(p) <= MESSAGE_LIMIT for p in parts)
+        assert "\n\n".join(parts) == text
+        assert all(p.startswith("Paragraph") for p in parts)
+        assert [c.method for c in tg.calls] == ["sendMessage", "editMessageText"] + [
+            "sendMessage"
+        ] * 2
+
+
+async def test_flood_control_waits_retry_after_and_delivers():
+    async with FakeTelegram() as tg:
+        user_msg = tg.user_says(1, "hi")
+        bot = fake_bot(tg)
+        live = LiveMessage(bot, 1, reply_to=user_msg["message_id"], pacer=Pacer(0))
+        tg.flood(2, retry_after=1)
+        t0 = time.monotonic()
+        await live.show("hello")
+        await live.show("hello there")
+        await bot.session.close()
+        assert time.monotonic() - t0 >= 2  # two 429s, one second each
+        assert tg.replies_to(user_msg) == ["hello there"]
+        assert [(c.method, c.status) for c in tg.calls] == [
+            ("sendMessage", 429),
+            ("sendMessage", 429),
+            ("sendMessage", 200),
+            ("editMessageText", 200),
+        ]
