@@ -80,6 +80,9 @@ class GgufBackend(DecoderBackend):
         self.llm.eval([token])
         return self._logits()
 
+    def reset(self):
+        self.llm.reset()
+
     def close(self):
         if self.llm is not None:
             self.llm.close()

@@ -40,6 +40,10 @@ class Tokenizer:
         self.eos_token_id = self._tok.token_to_id(self.eos_token) if self.eos_token else None
         self.bos_token_id = self._tok.token_to_id(self.bos_token) if self.bos_token else None
 
+    @property
+    def special_ids(self) -> list[int]:
+        return [i for i, t in self._tok.get_added_tokens_decoder().items() if t.special]
+
     def __len__(self) -> int:
         return self._tok.get_vocab_size(with_added_tokens=True)
 

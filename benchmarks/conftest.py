@@ -1,0 +1,71 @@
+"""Benchmarks of one exported artifact, every format, against the libraries they wrap.
+
+    make bench ARTIFACT=smollm2-135m-instruct
+    python -m pytest benchmarks --artifact NAME [--bench-repeats 3] [--no-peers]
+
+Each speed/memory number comes from a fresh process (benchmarks/probe.py); quality is
+perplexity on balabol/texts/heldout_en.txt. At the end, benchmarks/report.py writes
+results/<timestamp>.json, a markdown table and a PNG chart (see README).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from balabol.manifest import Manifest
+from balabol.settings import DEFAULT_ARTIFACT, artifacts_dir
+
+RESULTS: dict = {"formats": {}}
+
+
+def pytest_addoption(parser):
+    g = parser.getgroup("balabol benchmarks")
+    g.addoption("--artifact", default=DEFAULT_ARTIFACT, help="artifact name")
+    g.addoption("--artifacts-dir", default=None, help="artifacts root (default ./artifacts)")
+    g.addoption("--bench-repeats", type=int, default=3, help="repeats per timing (median)")
+    g.addoption("--bench-new-tokens", type=int, default=128, help="tokens for decode speed")
+    g.addoption("--bench-results", default=str(Path(__file__).parent / "results"))
+    g.addoption("--no-peers", action="store_true", help="skip the peer libraries")
+
+
+def _manifest(config) -> tuple[Path, Manifest]:
+    root = Path(config.getoption("--artifacts-dir") or artifacts_dir())
+    name = config.getoption("--artifact")
+    if not (root / name / "manifest.json").is_file():
+        pytest.exit(f"no artifact {name!r} in {root}: run `make export` first", returncode=2)
+    return root, Manifest.load(root / name)
+
+
+def pytest_generate_tests(metafunc):
+    if "fmt" in metafunc.fixturenames:
+        _, manifest = _manifest(metafunc.config)
+        fmts = [a.format for a in manifest.artifacts if a.status != "skipped"]
+        metafunc.parametrize("fmt", fmts)
+
+
+@pytest.fixture(scope="session")
+def bench(pytestconfig):
+    root, manifest = _manifest(pytestconfig)
+    RESULTS.update(artifact=manifest.name, root=str(root), manifest=manifest)
+    return {
+        "root": root,
+        "manifest": manifest,
+        "repeats": pytestconfig.getoption("--bench-repeats"),
+        "new_tokens": pytestconfig.getoption("--bench-new-tokens"),
+        "peers": not pytestconfig.getoption("--no-peers"),
+    }
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if RESULTS["formats"] and "manifest" in RESULTS:
+        from benchmarks.report import write
+
+        out = Path(session.config.getoption("--bench-results"))
+        paths = write(RESULTS, out)
+        tr = session.config.pluginmanager.get_plugin("terminalreporter")
+        if tr is not None:
+            tr.write_line("")
+            tr.write_line(paths["markdown"].read_text())
+            tr.write_line(f"written: {', '.join(str(p) for p in paths.values())}")

@@ -1,0 +1,157 @@
+"""Turn one benchmark run into results/<timestamp>.json, a markdown table and a PNG chart.
+
+Written by benchmarks/conftest.py at the end of `make bench`; `latest.md` / `latest.png`
+are copies of the newest run (the README shows them).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+from datetime import datetime, timezone
+from pathlib import Path
+
+ORDER = ("torch", "onnx", "onnx-int8", "gguf-f16", "gguf-q8_0", "gguf-q4_k_m")
+PEER = {"torch": "transformers", "onnx": "optimum", "onnx-int8": "optimum"}
+
+
+def machine() -> dict:
+    cpu = platform.processor() or "?"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+        mem = next(
+            int(x.split()[1])
+            for x in Path("/proc/meminfo").read_text().splitlines()
+            if x.startswith("MemTotal")
+        )
+    except (OSError, StopIteration):
+        mem = 0
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return {
+        "cpu": cpu,
+        "cores": cores,
+        "ram_gib": round(mem / 2**20, 1),
+        "python": platform.python_version(),
+    }
+
+
+def rows(results: dict) -> list[dict]:
+    manifest = results["manifest"]
+    ref_ppl = results["formats"].get("torch", {}).get("quality", {}).get("ppl")
+    bw = results.get("bandwidth_gb_s")
+    out = []
+    for fmt in ORDER:
+        r = results["formats"].get(fmt)
+        if not r:
+            continue
+        a = manifest.artifact(fmt)
+        ours, peer, q = r.get("ours", {}), r.get("peer", {}), r.get("quality", {})
+        tps = ours.get("decode_tps")
+        row = {
+            "format": fmt,
+            "size_mb": a.bytes / 2**20,
+            "load_s": ours.get("load_s"),
+            "ttft_64_ms": _ms(ours.get("ttft_64_s")),
+            "ttft_256_ms": _ms(ours.get("ttft_256_s")),
+            "decode_tps": tps,
+            "peer": PEER.get(fmt, "llama-cpp-python"),
+            "peer_decode_tps": peer.get("decode_tps"),
+            "peer_ttft_64_ms": _ms(peer.get("ttft_64_s")),
+            "speedup": tps / peer["decode_tps"] if tps and peer.get("decode_tps") else None,
+            "peak_rss_mb": ours.get("peak_rss_mb"),
+            "ppl": q.get("ppl"),
+            "ppl_ratio": q["ppl"] / ref_ppl if q.get("ppl") and ref_ppl else None,
+            "bits_per_byte": q.get("bits_per_byte"),
+            # decode reads (at most) every weight once per token: tok/s x bytes vs bandwidth
+            "bandwidth_used": tps * a.bytes / (bw * 1e9) if tps and bw else None,
+        }
+        out.append(row)
+    return out
+
+
+def _ms(s):
+    return None if s is None else s * 1000
+
+
+def _f(v, fmt):
+    return "–" if v is None else format(v, fmt)
+
+
+def markdown(results: dict, table: list[dict], when: str) -> str:
+    m = results["machine"]
+    head = (
+        f"Artifact `{results['artifact']}`, {when}, {m['cpu']}, {m['cores']} cores, "
+        f"{m['ram_gib']} GiB RAM; memory copy bandwidth "
+        f"{_f(results.get('bandwidth_gb_s'), '.1f')} GB/s.\n\n"
+    )
+    lines = [
+        "| format | size MB | load s | TTFT 64 ms | TTFT 256 ms | decode tok/s | peer | peer tok/s "
+        "| ×peer | peer TTFT 64 ms | peak RSS MB | ppl | ×fp32 | bits/byte | bandwidth used |",
+        "|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in table:
+        lines.append(
+            f"| {r['format']} | {_f(r['size_mb'], '.0f')} | {_f(r['load_s'], '.1f')} "
+            f"| {_f(r['ttft_64_ms'], '.0f')} | {_f(r['ttft_256_ms'], '.0f')} "
+            f"| {_f(r['decode_tps'], '.1f')} | {r['peer']} | {_f(r['peer_decode_tps'], '.1f')} "
+            f"| {_f(r['speedup'], '.2f')} | {_f(r['peer_ttft_64_ms'], '.0f')} "
+            f"| {_f(r['peak_rss_mb'], '.0f')} | {_f(r['ppl'], '.2f')} "
+            f"| {_f(r['ppl_ratio'], '.3f')} | {_f(r['bits_per_byte'], '.3f')} "
+            f"| {_f(r['bandwidth_used'] and 100 * r['bandwidth_used'], '.0f')}% |"
+        )
+    return head + "\n".join(lines) + "\n"
+
+
+def chart(table: list[dict], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5), dpi=110)
+    for r in table:
+        if r["decode_tps"] is None:
+            continue
+        ax.scatter(r["size_mb"], r["decode_tps"], s=80)
+        label = r["format"] + (f"\nppl ×{r['ppl_ratio']:.3f}" if r["ppl_ratio"] else "")
+        ax.annotate(
+            label,
+            (r["size_mb"], r["decode_tps"]),
+            textcoords="offset points",
+            xytext=(6, 4),
+            fontsize=8,
+        )
+    ax.set_xlabel("file size, MB")
+    ax.set_ylabel("decode tokens/s (greedy)")
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def write(results: dict, out_dir: Path) -> dict[str, Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    now = datetime.now(timezone.utc)
+    stamp = now.strftime("%Y%m%dT%H%M%SZ")
+    results["machine"] = machine()
+    table = rows(results)
+    md = markdown(results, table, now.strftime("%Y-%m-%d %H:%M UTC"))
+    paths = {
+        "json": out_dir / f"{stamp}.json",
+        "markdown": out_dir / f"{stamp}.md",
+        "chart": out_dir / f"{stamp}.png",
+    }
+    payload = {k: v for k, v in results.items() if k != "manifest"}
+    payload.update(created_at=now.isoformat(timespec="seconds"), table=table)
+    paths["json"].write_text(json.dumps(payload, indent=2) + "\n")
+    paths["markdown"].write_text(md)
+    chart(table, paths["chart"], f"{results['artifact']} on {results['machine']['cores']} cores")
+    shutil.copy2(paths["markdown"], out_dir / "latest.md")
+    shutil.copy2(paths["chart"], out_dir / "latest.png")
+    return paths

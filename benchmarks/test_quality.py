@@ -1,0 +1,34 @@
+"""Quality per format: perplexity and bits per byte on the shipped held-out text."""
+
+from __future__ import annotations
+
+import math
+
+from balabol.manifest import FORMATS
+from benchmarks.conftest import RESULTS
+
+
+def test_quality(bench, fmt):
+    from transformers import AutoTokenizer
+
+    from export.parity import GgufLM, OnnxLM, TorchLM, perplexity, text
+
+    base = bench["root"] / bench["manifest"].name
+    entry = bench["manifest"].artifact(fmt)
+    path = base / entry.path
+    lm = {
+        "torch": TorchLM,
+        "onnx": lambda p: OnnxLM(p / "model.onnx"),
+        "onnx-int8": lambda p: OnnxLM(p / "model.onnx"),
+    }.get(fmt, GgufLM)(path)
+    tok = AutoTokenizer.from_pretrained(base / "hf")
+    body = text("heldout_en.txt")
+    ids = tok(body, add_special_tokens=False)["input_ids"][:512]
+    try:
+        ppl = perplexity(lm, ids)
+    finally:
+        lm.close()
+    n_bytes = len(tok.decode(ids[1:]).encode("utf-8"))
+    bpb = (len(ids) - 1) * math.log(ppl) / math.log(2) / n_bytes
+    RESULTS["formats"].setdefault(fmt, {})["quality"] = {"ppl": ppl, "bits_per_byte": bpb}
+    assert fmt in FORMATS and ppl > 1
