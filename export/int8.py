@@ -5,7 +5,8 @@ Quantizing every MatMul is fastest but can wreck a small model (SmolLM2-135M: pe
 layers, e.g. `mlp.down_proj`) is measured: quantize all but that group and see how much
 closer (KL divergence of the next-token distributions) it gets to fp32 on a calibration
 text. Groups are then kept in fp32 in order of
-recovery per weight (speed lost) until the model is within `max_ppl_ratio` of fp32. The choice and
+recovery per weight (speed lost) until the model is within `target_ppl_ratio` of fp32
+on the calibration text and passes the parity gate. The choice and
 every measurement go into the manifest.
 
 Example: `balabol export` writes artifacts/<name>/onnx-int8/model.onnx.
@@ -18,6 +19,7 @@ import shutil
 import tempfile
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -139,8 +141,11 @@ def export_int8(
     calibration_ids: list[int],
     *,
     target_ppl_ratio: float = TARGET_PPL_RATIO,
+    accept: Callable[[Path], list[str]] | None = None,
     log=print,
 ) -> Int8Report:
+    """Quantize `fp32_dir`'s model into `out_dir`. `accept(path)` (the parity gate) returns
+    why a candidate is not good enough; more groups stay fp32 until it returns nothing."""
     require("onnxruntime.quantization", extra="export")
     import onnx
 
@@ -175,7 +180,18 @@ def export_int8(
         log(f"    int8 all MatMuls: ppl {best_ppl:.2f} vs fp32 {fp32_ppl:.2f}, KL {best_kl:.4f}")
         kept: list[str] = []
         report_groups: dict[str, dict] = {}
-        if best_ppl > fp32_ppl * target_ppl_ratio:
+
+        def good_enough() -> bool:
+            if best_ppl > fp32_ppl * target_ppl_ratio:
+                return False
+            # the calibration target can be met while the parity gate (greedy agreement on
+            # other prompts) is not: ask it too, and keep more groups in fp32 if it says no
+            why = accept(best_path) if accept else []
+            if why:
+                log(f"    parity gate: {'; '.join(why)}; keeping another group in fp32")
+            return not why
+
+        if not good_enough():
             # 1. sensitivity: how much closer to fp32 (KL) does keeping one group get us?
             for g in groups:
                 _, p, kl = trial([g])
@@ -186,19 +202,21 @@ def export_int8(
                     "weights": sum(sizes[n] for n in groups[g]),
                 }
                 log(f"    keep {g} in fp32: ppl {p:.2f}, KL {kl:.4f}")
-            # 2. keep groups by recovery per weight (speed lost) until within target
+            # 2. keep groups by recovery per weight (speed lost) until good enough
             order = sorted(
                 report_groups,
                 key=lambda g: -report_groups[g]["kl_recovered"] / report_groups[g]["weights"],
             )
             for g in order:
-                if best_ppl <= fp32_ppl * target_ppl_ratio or report_groups[g]["kl_recovered"] <= 0:
+                if report_groups[g]["kl_recovered"] <= 0:
                     break
                 kept.append(g)
                 best_path, best_ppl, best_kl = trial(kept)
                 log(
                     f"    keeping {len(kept)} group(s) in fp32: ppl {best_ppl:.2f}, KL {best_kl:.4f}"
                 )
+                if good_enough():
+                    break
         out_dir.mkdir(parents=True, exist_ok=True)
         shutil.move(best_path, out_dir / "model.onnx")
     finally:

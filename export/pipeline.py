@@ -177,7 +177,14 @@ def _build(cfg, name, base, spec, tmp: Path, log) -> Manifest:
         calib = calib[: min(512, ctx - 1)]
 
         def build_int8(t0):
-            rep = int8.export_int8(tmp / "onnx", tmp / "onnx-int8", calib, log=log)
+            def gate(path: Path) -> list[str]:
+                lm = OnnxLM(path)
+                try:
+                    return judge(measure(lm, ref), cfg.gates["onnx-int8"])
+                finally:
+                    lm.close()
+
+            rep = int8.export_int8(tmp / "onnx", tmp / "onnx-int8", calib, accept=gate, log=log)
             check("onnx-int8", lambda: OnnxLM(tmp / "onnx-int8" / "model.onnx"), t0, rep.as_dict())
 
         attempt("onnx-int8", build_int8)

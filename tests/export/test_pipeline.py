@@ -212,3 +212,46 @@ def test_cli_prints_errors_without_traceback(tmp_path, capsys):
     assert cli(["export", "--base", str(tmp_path / "nope"), "--out-dir", str(tmp_path)]) == 1
     err = capsys.readouterr().err
     assert err.startswith("error: base") and "Traceback" not in err
+
+
+def test_int8_keeps_more_groups_in_fp32_until_the_parity_gate_accepts(exported_llama, tmp_path):
+    from export import int8
+
+    root, _ = exported_llama
+    calib = list(range(3, 60))
+    seen = []
+
+    def gate(path):
+        seen.append(path)
+        return [] if len(seen) == 3 else ["greedy agreement 80% < 90%"]  # the third one passes
+
+    rep = int8.export_int8(
+        root / "llama" / "onnx",
+        tmp_path / "int8",
+        calib,
+        target_ppl_ratio=100.0,  # met by any quantization: only the gate decides
+        accept=gate,
+        log=lambda _: None,
+    )
+    assert len(seen) == 3
+    assert len(rep.kept_fp32) == 2  # all quantized, then one group, then two: accepted
+    assert set(rep.kept_fp32) <= set(rep.groups)
+    assert (tmp_path / "int8" / "model.onnx").is_file()
+
+
+def test_int8_stops_asking_when_the_calibration_target_is_met_and_accepted(
+    exported_llama, tmp_path
+):
+    from export import int8
+
+    root, _ = exported_llama
+    asked = []
+    rep = int8.export_int8(
+        root / "llama" / "onnx",
+        tmp_path / "int8",
+        list(range(3, 60)),
+        target_ppl_ratio=100.0,  # any quantization meets it
+        accept=lambda p: asked.append(p) or [],
+        log=lambda _: None,
+    )
+    assert len(asked) == 1 and rep.kept_fp32 == [] and rep.groups == {}
