@@ -3,6 +3,8 @@
     balabol eval --data data/me                              # the embedded default base
     balabol eval --data data/me --adapter adapters/me        # base (from the adapter) + LoRA
     balabol eval --data data/me --artifact me --format torch # an exported artifact's hf/ files
+    balabol eval --data data/me --artifact me --format onnx-int8   # ... or any exported file:
+    balabol eval --data data/me --artifact me --format gguf-q4_k_m # onnx, onnx-int8, gguf-*
 
 What is measured, on the first --limit samples of val.jsonl:
 - loss, perplexity and bits per byte on the assistant replies, teacher-forced, exactly the
@@ -12,8 +14,14 @@ What is measured, on the first --limit samples of val.jsonl:
 - ROUGE-L and corpus BLEU-4 (training/metrics.py) of a greedy reply to each sample's last
   assistant turn, given the conversation before it, against the reference reply.
 
+Every format reads the same token ids (the artifact's hf/ tokenizer). torch runs the merged
+checkpoint with transformers; onnx, onnx-int8 and the gguf files get their logits the way
+the export parity gate reads them (export/parity.py, one sequence at a time) and their
+greedy replies from the runtime backend that serves them (runtime/loader.py), so the
+numbers are those of the file the bot runs.
+
 The numbers go to data/NAME/eval/<model>.json; the printed table lists every model
-evaluated on that data set so far, so runs compare side by side.
+evaluated on that data set so far, so runs (and formats of one artifact) compare side by side.
 """
 
 from __future__ import annotations
@@ -29,7 +37,7 @@ from typing import Annotated, Any
 
 from balabol import bases
 from balabol.errors import AdapterError, ArtifactError, BaseModelError, ConfigError, DataError
-from balabol.manifest import FORMATS, Manifest, verify
+from balabol.manifest import FORMATS, Artifact, Manifest, verify
 from balabol.prompt import encode as encode_text
 from balabol.prompt import leading_special_ids
 from balabol.settings import artifacts_dir
@@ -41,7 +49,6 @@ BATCH_SIZE = 8
 TOKENS_PER_FORWARD = 8192  # caps the (batch, time, vocab) logits tensor of the loss pass
 EXAMPLES = 5  # replies kept in the JSON for a human to read
 EVAL_DIR = "eval"
-SUPPORTED_FORMATS = ("torch",)
 
 
 @dataclass(frozen=True)
@@ -67,11 +74,11 @@ class EvalConfig:
             )
         if self.format not in FORMATS:
             raise ConfigError(f"--format {self.format!r}: known formats are {', '.join(FORMATS)}")
-        if self.format not in SUPPORTED_FORMATS:
+        if self.format != "torch" and not self.artifact:
             raise ConfigError(
-                f"--format {self.format}: balabol eval reads only the torch artifact (hf/) for "
-                "now; pass --format torch (it holds the same merged weights the other formats "
-                "were checked against at export)"
+                f"--format {self.format} is the format of an exported artifact; pass "
+                "--artifact NAME too (a base or an adapter is evaluated with torch; "
+                "`balabol export` makes the other formats)"
             )
         if not isinstance(self.limit, int) or self.limit < 0:
             raise ConfigError(f"--limit {self.limit!r}: a number of samples, or 0 for all")
@@ -105,9 +112,7 @@ def evaluate(
     ] = None,
     adapter: Annotated[Path | None, "a LoRA adapter directory from `balabol train`"] = None,
     artifact: Annotated[str | None, "an exported artifact's name (under ./artifacts)"] = None,
-    format: Annotated[
-        str, "the artifact's format; only 'torch' (its hf/ directory) is supported for now"
-    ] = "torch",
+    format: Annotated[str, f"the artifact's format to evaluate: {' | '.join(FORMATS)}"] = "torch",
     limit: Annotated[int, "score the first N val samples (0: all)"] = LIMIT,
     max_new_tokens: Annotated[int, "greedy reply length for ROUGE-L and BLEU"] = MAX_NEW_TOKENS,
     batch_size: Annotated[int, "sequences per forward pass"] = BATCH_SIZE,
@@ -143,17 +148,23 @@ def run(cfg: EvalConfig, *, log: Callable[[str], None] = print) -> dict[str, Any
             break
     if not samples:
         raise DataError(f"{val_path} has no sample with an assistant reply to score")
-    # 2. the model
-    model, tokenizer, source = load_model(cfg)
-    log(f"evaluating {cfg.label} on {len(samples)} samples of {val_path}")
-    # 3. the numbers
-    result = score(
-        model,
-        tokenizer,
-        samples,
-        max_new_tokens=cfg.max_new_tokens,
-        batch_size=cfg.batch_size,
-    )
+    # 2. the model, and 3. the numbers
+    if cfg.artifact and cfg.format != "torch":
+        root, entry = open_artifact(cfg)
+        tokenizer = exported_tokenizer(root, entry)
+        source = {"artifact": cfg.artifact, "format": cfg.format, "path": str(root / entry.path)}
+        log(f"evaluating {cfg.label} on {len(samples)} samples of {val_path}")
+        result = score_exported(root, entry, tokenizer, samples, max_new_tokens=cfg.max_new_tokens)
+    else:
+        model, tokenizer, source = load_model(cfg)
+        log(f"evaluating {cfg.label} on {len(samples)} samples of {val_path}")
+        result = score(
+            model,
+            tokenizer,
+            samples,
+            max_new_tokens=cfg.max_new_tokens,
+            batch_size=cfg.batch_size,
+        )
     result = {
         "model": cfg.label,
         "source": source,
@@ -175,22 +186,35 @@ def run(cfg: EvalConfig, *, log: Callable[[str], None] = print) -> dict[str, Any
 # --- loading -------------------------------------------------------------------------------
 
 
+def open_artifact(cfg: EvalConfig) -> tuple[Path, Artifact]:
+    """The artifact's directory and its --format entry, checked the way the runtime checks
+    them (runtime/loader.py), plus: the format passed its parity gate and its files still
+    match the manifest's sha256."""
+    from runtime.loader import artifact_dir, choose
+
+    root = artifact_dir(cfg.artifact, cfg.artifacts_dir)
+    manifest = Manifest.load(root)
+    entry = choose(manifest, cfg.format)  # not built, or skipped at export: an ArtifactError
+    if entry.status != "passed":
+        why = "; ".join(entry.parity.get("failed", [])) or entry.status
+        passed = ", ".join(a.format for a in manifest.usable()) or "none"
+        raise ArtifactError(
+            f"{cfg.format} of artifact {cfg.artifact!r} failed its parity gate at export "
+            f"({why}), so it is not the model it claims to be; evaluate a passed format "
+            f"(--format {passed}) or rebuild it with `balabol export --name {cfg.artifact} "
+            "--force`"
+        )
+    verify(root, entry)
+    return root, entry
+
+
 def load_model(cfg: EvalConfig):
-    """(model, tokenizer, what it is) for a base, a base + adapter, or an artifact."""
+    """(model, tokenizer, what it is) for a base, a base + adapter, or a torch artifact."""
     import torch
     from transformers import AutoModelForCausalLM
 
     if cfg.artifact:
-        root = Path(cfg.artifacts_dir) / cfg.artifact
-        if not root.is_dir():
-            have = sorted(p.name for p in Path(cfg.artifacts_dir).glob("*/manifest.json"))
-            raise ArtifactError(
-                f"no artifact {cfg.artifact!r} in {cfg.artifacts_dir} (found: "
-                f"{', '.join(have) or 'none'}); build it with `balabol export --name {cfg.artifact}`"
-            )
-        manifest = Manifest.load(root)
-        entry = manifest.artifact(cfg.format)
-        verify(root, entry)
+        root, entry = open_artifact(cfg)
         path = root / entry.path
         source = {"artifact": cfg.artifact, "format": cfg.format, "path": str(path)}
         model_dir, adapter = path, None
@@ -232,6 +256,21 @@ def load_model(cfg: EvalConfig):
     return model, tokenizer, source
 
 
+def exported_tokenizer(root: Path, entry: Artifact):
+    """The artifact's hf/ tokenizer in the chat format, as the torch format reads it, so every
+    format scores the same token ids. A tokenizer without the chat tokens is refused: the
+    torch path gives them new (untrained) embedding rows, an exported file cannot."""
+    tokenizer, added = dataset.chat_tokenizer(root / "hf")
+    if added:
+        missing = ", ".join(tokenizer.convert_ids_to_tokens(added))
+        raise ArtifactError(
+            f"artifact {root.name!r} has no chat tokens ({missing}) in its vocabulary, so "
+            f"{entry.format} cannot score the chat format; evaluate it with --format torch, "
+            "or train an adapter with `balabol train` (it adds them) and export that"
+        )
+    return tokenizer
+
+
 def _embedded(base: str) -> bool:
     return base in bases.ALIASES or base in bases.EMBEDDED
 
@@ -259,6 +298,12 @@ def _context(model) -> int:
     return int(getattr(c, "max_position_embeddings", 0) or getattr(c, "n_positions", 0) or 2048)
 
 
+def _context_length(hf_config: dict) -> int:
+    """_context of a config.json, without loading the model."""
+    c = hf_config
+    return int(c.get("max_position_embeddings") or c.get("n_positions") or 2048)
+
+
 def _chunks(items: Sequence, size: int, tokens: int, length: Callable) -> list[list]:
     """Batches of at most `size` items and about `tokens` padded tokens (items pre-sorted)."""
     out, cur = [], []
@@ -272,44 +317,23 @@ def _chunks(items: Sequence, size: int, tokens: int, length: Callable) -> list[l
     return [*out, cur] if cur else out
 
 
-def score(
-    model,
-    tokenizer,
-    samples: Sequence[dataset.Sample],
-    *,
-    max_new_tokens: int = MAX_NEW_TOKENS,
-    batch_size: int = BATCH_SIZE,
-) -> dict[str, Any]:
-    import torch
-    import torch.nn.functional as F
-    from tqdm.auto import tqdm
-
-    ctx = _context(model)
-    dev = next(model.parameters()).device
-
-    # 1. teacher-forced log-loss on the assistant replies
+def _encode(samples: Sequence[dataset.Sample], tokenizer, context: int) -> list[dataset.Encoded]:
+    """The samples with something to score, as `balabol train` tokenizes them, shortest first."""
     lead = leading_special_ids(tokenizer)
-    encoded = [dataset.encode(s.messages, tokenizer, max_length=ctx, lead=lead) for s in samples]
+    encoded = [
+        dataset.encode(s.messages, tokenizer, max_length=context, lead=lead) for s in samples
+    ]
     encoded = sorted((e for e in encoded if e.n_targets), key=lambda e: len(e.input_ids))
-    nll = 0.0
-    n_tokens = n_bytes = 0
-    batches = _chunks(encoded, batch_size, TOKENS_PER_FORWARD, lambda e: len(e.input_ids))
-    with torch.no_grad():
-        for batch in tqdm(batches, desc="perplexity", unit="batch"):
-            b = {k: v.to(dev) for k, v in dataset.collate(batch, tokenizer.pad_token_id).items()}
-            logits = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits
-            # position t predicts token t+1: (B, T-1, V) against (B, T-1)
-            nll += F.cross_entropy(
-                logits[:, :-1].flatten(0, 1).float(),
-                b["labels"][:, 1:].flatten(),
-                ignore_index=dataset.IGNORE_INDEX,
-                reduction="sum",
-            ).item()
-            n_tokens += sum(e.n_targets for e in batch)
-            n_bytes += sum(e.target_bytes for e in batch)
-    loss = nll / n_tokens
+    if not encoded:
+        raise DataError(
+            f"no assistant reply of the {len(samples)} samples fits in the model's context "
+            f"({context} tokens); shorten the conversations (`balabol data ...`)"
+        )
+    return encoded
 
-    # 2. greedy replies to the conversation before each sample's last assistant turn
+
+def _last_turns(samples: Sequence[dataset.Sample]) -> tuple[list[str], list[str], list[str]]:
+    """(prompt text up to each sample's last assistant reply, that reply, the user's question)."""
     prompts, references, asked = [], [], []
     for s in samples:
         text, spans = dataset.render_with_spans(s.messages)
@@ -317,9 +341,20 @@ def score(
         prompts.append(text[: spans[-1][0]])
         references.append(s.messages[last]["content"])
         asked.append(next((m["content"] for m in s.messages[last::-1] if m["role"] == "user"), ""))
-    replies = generate(
-        model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size
-    )
+    return prompts, references, asked
+
+
+def _numbers(
+    samples: Sequence[dataset.Sample],
+    encoded: Sequence[dataset.Encoded],
+    nll: float,
+    asked: Sequence[str],
+    references: Sequence[str],
+    replies: Sequence[str],
+) -> dict[str, Any]:
+    n_tokens = sum(e.n_targets for e in encoded)
+    n_bytes = sum(e.target_bytes for e in encoded)
+    loss = nll / n_tokens
     cand = [metrics.words(r) for r in replies]
     refs = [metrics.words(r) for r in references]
     return {
@@ -336,6 +371,57 @@ def score(
             for u, r, g in list(zip(asked, references, replies, strict=True))[:EXAMPLES]
         ],
     }
+
+
+def _prompt_ids(tokenizer, prompts: Sequence[str], *, context: int, max_new_tokens: int):
+    """Prompts tokenized by `balabol.prompt.encode`, as the runtime does; too long ones keep
+    their leading special tokens and their latest tokens, leaving room for the reply."""
+    lead = leading_special_ids(tokenizer)
+    room = max(context - max_new_tokens - len(lead), 1)
+    rows = []
+    for p in prompts:
+        ids = encode_text(tokenizer, p)
+        rows.append(ids if len(ids) <= room + len(lead) else [*lead, *ids[-room:]])
+    return rows
+
+
+def score(
+    model,
+    tokenizer,
+    samples: Sequence[dataset.Sample],
+    *,
+    max_new_tokens: int = MAX_NEW_TOKENS,
+    batch_size: int = BATCH_SIZE,
+) -> dict[str, Any]:
+    """The numbers for a transformers model (a base, base + adapter, or a torch artifact)."""
+    import torch
+    import torch.nn.functional as F
+    from tqdm.auto import tqdm
+
+    dev = next(model.parameters()).device
+
+    # 1. teacher-forced log-loss on the assistant replies
+    encoded = _encode(samples, tokenizer, _context(model))
+    nll = 0.0
+    batches = _chunks(encoded, batch_size, TOKENS_PER_FORWARD, lambda e: len(e.input_ids))
+    with torch.no_grad():
+        for batch in tqdm(batches, desc="perplexity", unit="batch"):
+            b = {k: v.to(dev) for k, v in dataset.collate(batch, tokenizer.pad_token_id).items()}
+            logits = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits
+            # position t predicts token t+1: (B, T-1, V) against (B, T-1)
+            nll += F.cross_entropy(
+                logits[:, :-1].flatten(0, 1).float(),
+                b["labels"][:, 1:].flatten(),
+                ignore_index=dataset.IGNORE_INDEX,
+                reduction="sum",
+            ).item()
+
+    # 2. greedy replies to the conversation before each sample's last assistant turn
+    prompts, references, asked = _last_turns(samples)
+    replies = generate(
+        model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size
+    )
+    return _numbers(samples, encoded, nll, asked, references, replies)
 
 
 def generate(
@@ -355,12 +441,7 @@ def generate(
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
     )
-    lead = leading_special_ids(tokenizer)
-    room = max(_context(model) - max_new_tokens - len(lead), 1)
-    rows = []
-    for p in prompts:
-        ids = encode_text(tokenizer, p)
-        rows.append(ids if len(ids) <= room + len(lead) else [*lead, *ids[-room:]])
+    rows = _prompt_ids(tokenizer, prompts, context=_context(model), max_new_tokens=max_new_tokens)
     order = sorted(range(len(rows)), key=lambda i: len(rows[i]))
     out: dict[int, str] = {}
     with torch.no_grad():
@@ -376,8 +457,93 @@ def generate(
                 input_ids=input_ids.to(dev), attention_mask=mask.to(dev), generation_config=gen
             )
             for i, row in zip(idx, ids[:, width:], strict=True):
-                out[i] = tokenizer.decode(row, skip_special_tokens=True).strip()
+                # a character cut off by max_new_tokens decodes to U+FFFD; drop it, as the
+                # runtime's streaming (runtime/base.py TextStream) does for the other formats
+                text = tokenizer.decode(row, skip_special_tokens=True)
+                out[i] = text.rstrip("\ufffd").strip()
     return [out[i] for i in range(len(prompts))]
+
+
+# --- scoring an exported file (onnx, onnx-int8, gguf-*) ------------------------------------
+
+
+def _onnx_logits(path: Path, n_ctx: int):
+    from export.parity import OnnxLM
+
+    return OnnxLM(path / "model.onnx")
+
+
+def _gguf_logits(path: Path, n_ctx: int):
+    from export.parity import GgufLM
+
+    return GgufLM(path, n_ctx)
+
+
+# format -> opener(path, n_ctx) of a model giving (T, V) logits of a whole sequence, the
+# reader the parity gate used on that file at export; n_ctx: the longest sequence scored
+FULL_LOGITS: dict[str, Callable] = {
+    "onnx": _onnx_logits,
+    "onnx-int8": _onnx_logits,
+    "gguf-f16": _gguf_logits,
+    "gguf-q8_0": _gguf_logits,
+    "gguf-q4_k_m": _gguf_logits,
+}
+assert set(FULL_LOGITS) == set(FORMATS) - {"torch"}, "every exported format needs a reader"
+
+
+def score_exported(
+    root: Path,
+    entry: Artifact,
+    tokenizer,
+    samples: Sequence[dataset.Sample],
+    *,
+    max_new_tokens: int = MAX_NEW_TOKENS,
+) -> dict[str, Any]:
+    """The numbers for one exported file of the artifact in `root`: the same samples, token
+    ids and truncation as the torch format, so the two compare number for number."""
+    import numpy as np
+    from tqdm.auto import tqdm
+
+    from export.parity import nll as token_nll
+    from runtime.base import GenerationConfig
+    from runtime.loader import load
+
+    config = root / "hf" / "config.json"
+    if not config.is_file():
+        raise ArtifactError(f"{config} is missing; re-export with `balabol export --force`")
+    hf_config = json.loads(config.read_text(encoding="utf-8"))
+
+    # 1. teacher-forced log-loss on the assistant replies, one sequence at a time; the model
+    # is closed before the runtime opens its own copy for the replies (memory)
+    encoded = _encode(samples, tokenizer, _context_length(hf_config))
+    lm = FULL_LOGITS[entry.format](root / entry.path, max(len(e.input_ids) for e in encoded))
+    nll = 0.0
+    try:
+        for e in tqdm(encoded, desc="perplexity", unit="sample"):
+            logits = lm.logits(e.input_ids)  # (T, V)
+            labels = np.asarray(e.labels[1:])  # position t predicts token t+1
+            keep = labels != dataset.IGNORE_INDEX
+            nll += float(token_nll(logits[:-1][keep], labels[keep]).sum())
+    finally:
+        lm.close()
+
+    # 2. greedy replies from the backend the bot would run on this file
+    prompts, references, asked = _last_turns(samples)
+    backend = load(root.name, entry.format, root=root.parent)
+    # stop where the torch format stops: the chat format's end of turn
+    backend.eos_ids = frozenset({tokenizer.eos_token_id})
+    greedy = GenerationConfig.greedy(max_new_tokens)
+    rows = _prompt_ids(
+        tokenizer, prompts, context=backend.context_length, max_new_tokens=max_new_tokens
+    )
+    try:
+        replies = [
+            "".join(backend.stream_ids(ids, greedy)).strip()
+            for ids in tqdm(rows, desc="replies", unit="reply")
+        ]
+    finally:
+        backend.close()
+    return _numbers(samples, encoded, nll, asked, references, replies)
 
 
 # --- the table -----------------------------------------------------------------------------

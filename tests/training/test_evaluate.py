@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 
 import pytest
 
 from balabol.cli import main as cli
 from balabol.errors import AdapterError, ArtifactError, ConfigError, DataError
-from balabol.prompt import EOS_TOKEN, render_chat
+from balabol.manifest import FORMATS
+from balabol.prompt import BOS_TOKEN, EOS_TOKEN, render_chat
+from tests.conftest import export_tiny
 from training import dataset, evaluate
 from training.evaluate import EvalConfig
 
-from .helpers import chat, write_data, write_jsonl
+from .helpers import PAIRS, build_plain_gpt2, chat, write_data, write_jsonl
 
 SAMPLES = [
     chat("hi", "hello there!"),
@@ -103,9 +106,9 @@ def test_limit_takes_the_first_samples(llama, tmp_path):
 
 BAD_CONFIGS = {
     "no-data": ({"data": None}, "--data is required"),
-    "other-format": (
-        {"artifact": "x", "format": "onnx"},
-        "--format onnx: balabol eval reads only the torch artifact",
+    "format-without-artifact": (
+        {"base": "default", "format": "gguf-q8_0"},
+        r"--format gguf-q8_0 is the format of an exported artifact; pass --artifact NAME too",
     ),
     "unknown-format": ({"artifact": "x", "format": "tflite"}, "--format 'tflite': known formats"),
     "artifact-and-base": (
@@ -139,3 +142,148 @@ def test_bad_input_is_a_clear_error(llama, tmp_path):
     write_jsonl(data / "val.jsonl", [{"messages": [{"role": "user", "content": "?"}]}])
     with pytest.raises(DataError, match=r"val\.jsonl has no sample with an assistant reply"):
         evaluate.run(EvalConfig(data=data, base=str(base)))
+
+
+# --- exported artifacts: every format of the manifest, next to torch ---------------------
+
+EXPORTED = [f for f in FORMATS if f != "torch"]
+# How far each format's perplexity may be from torch's on the tiny random llama: onnx is the
+# same fp32 math; quantization moves the flat distributions of a random model more than a
+# trained one's (the export bars for it are TINY_GATES in tests/conftest.py).
+PPL_REL = {"onnx": 1e-3, "onnx-int8": 0.1, "gguf-f16": 0.01, "gguf-q8_0": 0.05, "gguf-q4_k_m": 0.5}
+
+
+@pytest.fixture(scope="module")
+def artifact_eval(exported_llama, tmp_path_factory):
+    """(data dir, eval(format) -> (result, printed text)) for the tiny llama exported to every
+    format, all on one data set (so the printed table lists them together); each format once."""
+    root, manifest = exported_llama
+    data = write_data(tmp_path_factory.mktemp("eval") / "toy", n_train=1, n_val=1)
+    write_jsonl(
+        data / "val.jsonl", [{"messages": m} for m in [*SAMPLES, *(chat(u, r) for u, r in PAIRS)]]
+    )
+    done: dict[str, tuple[dict, str]] = {}
+
+    def run(fmt: str) -> tuple[dict, str]:
+        if fmt not in done:
+            lines: list[str] = []
+            cfg = EvalConfig(
+                data=data, artifact=manifest.name, format=fmt, artifacts_dir=root, max_new_tokens=8
+            )
+            done[fmt] = evaluate.run(cfg, log=lines.append), "\n".join(lines)
+        return done[fmt]
+
+    return data, run
+
+
+@pytest.mark.parametrize("fmt", EXPORTED)
+def test_every_exported_format_scores_like_torch(exported_llama, artifact_eval, fmt):
+    root, _ = exported_llama
+    data, run = artifact_eval
+    ref, _ = run("torch")
+    got, printed = run(fmt)
+
+    counts = ("samples", "target_tokens", "target_bytes")
+    assert [got[k] for k in counts] == [ref[k] for k in counts]
+    assert got["samples"] == len(SAMPLES) + len(PAIRS) and got["target_tokens"] > 30
+    assert got["perplexity"] == pytest.approx(ref["perplexity"], rel=PPL_REL[fmt])
+    assert got["bits_per_byte"] == pytest.approx(ref["bits_per_byte"], rel=PPL_REL[fmt])
+    assert got["loss"] == pytest.approx(math.log(got["perplexity"]), rel=1e-4)
+    assert 0 <= got["rouge_l"] <= 1 and 0 <= got["bleu"] <= 1
+    assert [e["reference"] for e in got["examples"]] == [e["reference"] for e in ref["examples"]]
+
+    saved = json.loads((data / "eval" / f"artifact-llama-{fmt}.json").read_text())
+    assert saved["source"] == {
+        "artifact": "llama",
+        "format": fmt,
+        "path": str(root / "llama" / FORMATS[fmt][1]),
+    }
+    assert {k: saved[k] for k in ("model", "perplexity", "rouge_l", "bleu")} == {
+        "model": f"artifact-llama-{fmt}",
+        **{k: got[k] for k in ("perplexity", "rouge_l", "bleu")},
+    }
+    # the table compares the formats side by side
+    rows = [line.split() for line in printed.splitlines()]
+    assert ["*", f"artifact-llama-{fmt}", str(got["samples"])] in [r[:3] for r in rows]
+    assert ["artifact-llama-torch", str(ref["samples"])] in [r[:2] for r in rows]
+
+
+def test_onnx_greedy_replies_are_the_torch_replies(artifact_eval):
+    _, run = artifact_eval
+    ref, got = run("torch")[0], run("onnx")[0]
+    assert any(e["reply"] for e in ref["examples"])
+    assert got["examples"] == ref["examples"]
+    assert (got["rouge_l"], got["bleu"]) == (ref["rouge_l"], ref["bleu"])
+
+
+@pytest.fixture
+def artifacts(exported_llama, tmp_path):
+    """A copy of the exported tiny llama to break, and a way to rewrite its manifest."""
+    root, manifest = exported_llama
+    shutil.copytree(root / manifest.name, tmp_path / "a" / "llama")
+    path = tmp_path / "a" / "llama" / "manifest.json"
+
+    def edit(fmt: str, **changes):
+        raw = json.loads(path.read_text())
+        entries = raw["artifacts"]
+        if changes.get("drop"):
+            raw["artifacts"] = [a for a in entries if a["format"] != fmt]
+        else:
+            next(a for a in entries if a["format"] == fmt).update(changes)
+        path.write_text(json.dumps(raw))
+
+    return tmp_path / "a", edit
+
+
+BROKEN = {
+    "failed-gate": (
+        ("onnx-int8", {"status": "failed", "parity": {"failed": ["greedy agreement 50% < 60%"]}}),
+        r"onnx-int8 of artifact 'llama' failed its parity gate at export \(greedy agreement "
+        r"50% < 60%\).*evaluate a passed format \(--format torch, onnx, gguf-f16, gguf-q8_0, "
+        r"gguf-q4_k_m\) or rebuild it with `balabol export --name llama --force`",
+    ),
+    "skipped": (
+        ("gguf-q4_k_m", {"status": "skipped", "parity": {"skipped": "no llama.cpp pre-tokenizer"}}),
+        r"gguf-q4_k_m was skipped at export: no llama\.cpp pre-tokenizer",
+    ),
+    "not-built": (
+        ("gguf-q8_0", {"drop": True}),
+        r"artifact 'llama' has no 'gguf-q8_0' file \(it has: torch, onnx, onnx-int8, gguf-f16, "
+        r"gguf-q4_k_m\); re-run `balabol export --name llama --force`",
+    ),
+}
+
+
+@pytest.mark.parametrize(("change", "message"), BROKEN.values(), ids=BROKEN)
+def test_a_format_that_is_not_usable_is_a_clear_error(artifacts, tmp_path, change, message):
+    root, edit = artifacts
+    edit(change[0], **change[1])
+    data = write_data(tmp_path / "toy", n_train=1, n_val=1)
+    with pytest.raises(ArtifactError, match=message):
+        evaluate.run(EvalConfig(data=data, artifact="llama", format=change[0], artifacts_dir=root))
+
+
+def test_a_missing_or_changed_file_is_a_clear_error(artifacts, tmp_path):
+    root, _ = artifacts
+    data = write_data(tmp_path / "toy", n_train=1, n_val=1)
+    (root / "llama" / "gguf" / "model-f16.gguf").unlink()
+    with pytest.raises(ArtifactError, match=r"model-f16\.gguf is missing; re-export with `balabol"):
+        evaluate.run(EvalConfig(data=data, artifact="llama", format="gguf-f16", artifacts_dir=root))
+    with open(root / "llama" / "onnx" / "model.onnx", "ab") as f:
+        f.write(b"0")
+    with pytest.raises(ArtifactError, match=r"onnx does not match the manifest \(bytes \d+ vs"):
+        evaluate.run(EvalConfig(data=data, artifact="llama", format="onnx", artifacts_dir=root))
+
+
+def test_an_artifact_without_the_chat_tokens_is_a_clear_error(tmp_path):
+    # like a plain GPT-2: the torch path gives the chat tokens new rows, an exported file cannot
+    base = build_plain_gpt2(tmp_path / "plain")
+    export_tiny(base, tmp_path / "a", "plain", formats=("onnx",))
+    data = write_data(tmp_path / "toy", n_train=1, n_val=1)
+    with pytest.raises(
+        ArtifactError,
+        match=rf"artifact 'plain' has no chat tokens \({BOS_TOKEN}, {EOS_TOKEN}\).*--format torch",
+    ):
+        evaluate.run(
+            EvalConfig(data=data, artifact="plain", format="onnx", artifacts_dir=tmp_path / "a")
+        )
