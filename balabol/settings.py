@@ -30,3 +30,8 @@ def adapters_dir() -> Path:
 
 def data_dir() -> Path:
     return Path(os.environ.get("BALABOL_DATA", "data"))
+
+
+def models_dir() -> Path:
+    """Models trained from scratch, `balabol train --arch gpt-scratch|lstm` (BALABOL_MODELS)."""
+    return Path(os.environ.get("BALABOL_MODELS", "models"))

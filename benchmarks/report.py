@@ -59,7 +59,9 @@ def rows(results: dict) -> list[dict]:
             "ttft_64_ms": _ms(ours.get("ttft_64_s")),
             "ttft_256_ms": _ms(ours.get("ttft_256_s")),
             "decode_tps": tps,
-            "peer": PEER.get(fmt, "llama-cpp-python"),
+            "peer": "none"
+            if manifest.architecture == "lstm"
+            else PEER.get(fmt, "llama-cpp-python"),
             "peer_decode_tps": peer.get("decode_tps"),
             "peer_ttft_64_ms": _ms(peer.get("ttft_64_s")),
             "speedup": tps / peer["decode_tps"] if tps and peer.get("decode_tps") else None,
@@ -114,18 +116,31 @@ def chart(table: list[dict], path: Path, title: str) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(8, 5), dpi=110)
-    for r in table:
-        if r["decode_tps"] is None:
-            continue
+    points = [r for r in table if r["decode_tps"] is not None]
+    if not points:
+        return
+    x_span = max(r["size_mb"] for r in points) - min(r["size_mb"] for r in points) or 1.0
+    y_top = max(r["decode_tps"] for r in points)
+
+    def below(r) -> bool:
+        """Label under the point when a faster neighbour of about the same size is close."""
+        return any(
+            abs(q["size_mb"] - r["size_mb"]) < 0.1 * x_span
+            and 0 < q["decode_tps"] - r["decode_tps"] < 0.25 * y_top
+            for q in points
+        )
+
+    for r in points:
         ax.scatter(r["size_mb"], r["decode_tps"], s=80)
         label = r["format"] + (f"\nppl ×{r['ppl_ratio']:.3f}" if r["ppl_ratio"] else "")
         ax.annotate(
             label,
             (r["size_mb"], r["decode_tps"]),
             textcoords="offset points",
-            xytext=(6, 4),
+            xytext=(6, -22) if below(r) else (6, 4),
             fontsize=8,
         )
+    ax.set_ylim(bottom=-0.1 * y_top, top=1.12 * y_top)  # room for the labels
     ax.set_xlabel("file size, MB")
     ax.set_ylabel("decode tokens/s (greedy)")
     ax.set_title(title, fontsize=10)

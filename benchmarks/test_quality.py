@@ -11,16 +11,17 @@ from benchmarks.conftest import RESULTS
 def test_quality(bench, fmt):
     from transformers import AutoTokenizer
 
+    from export.lstm import OnnxLstmLM, TorchLstmLM
     from export.parity import GgufLM, OnnxLM, TorchLM, perplexity, text
 
     base = bench["root"] / bench["manifest"].name
     entry = bench["manifest"].artifact(fmt)
     path = base / entry.path
-    lm = {
-        "torch": TorchLM,
-        "onnx": lambda p: OnnxLM(p / "model.onnx"),
-        "onnx-int8": lambda p: OnnxLM(p / "model.onnx"),
-    }.get(fmt, GgufLM)(path)
+    if bench["manifest"].architecture == "lstm":
+        torch_lm, onnx_lm = TorchLstmLM, lambda p: OnnxLstmLM(p / "model.onnx")
+    else:
+        torch_lm, onnx_lm = TorchLM, lambda p: OnnxLM(p / "model.onnx")
+    lm = {"torch": torch_lm, "onnx": onnx_lm, "onnx-int8": onnx_lm}.get(fmt, GgufLM)(path)
     tok = AutoTokenizer.from_pretrained(base / "hf")
     body = text("heldout_en.txt")
     ids = tok(body, add_special_tokens=False)["input_ids"][:512]

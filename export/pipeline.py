@@ -24,7 +24,7 @@ from balabol.errors import BalabolError, ExportError
 from balabol.manifest import FORMATS, Artifact, Manifest, digest
 from balabol.prompt import encode, template_sha256
 from balabol.settings import artifacts_dir
-from export import gguf, int8, merge, onnx, registry
+from export import gguf, int8, lstm, merge, onnx, registry
 from export.parity import DEFAULT_GATES, Gate, GgufLM, OnnxLM, Reference, TorchLM, judge, measure
 
 GGUF_FORMATS = ("gguf-f16", "gguf-q8_0", "gguf-q4_k_m")
@@ -86,6 +86,11 @@ def run(cfg: ExportConfig, log: Callable[[str], None] = print) -> Manifest:
     # 1. what are we exporting? (cheap checks first: nothing is written if they fail)
     base = bases.resolve(cfg.base)
     spec = registry.lookup(_load_config(base), where=f"base {cfg.base}")
+    if cfg.adapter is not None and not spec.adapters:
+        raise ExportError(
+            f"--adapter {cfg.adapter}: an {spec.name} model has no LoRA adapters; export it "
+            f"alone with `balabol export --base {cfg.base}`"
+        )
     if cfg.adapter is not None:
         merge.check_adapter(Path(cfg.adapter))
     log(f"exporting {name}: base {cfg.base} ({spec.name}), adapter {cfg.adapter or 'none'}")
@@ -93,7 +98,8 @@ def run(cfg: ExportConfig, log: Callable[[str], None] = print) -> Manifest:
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{name}.partial-", dir=out.parent))
     try:
-        manifest = _build(cfg, name, base, spec, tmp, log)
+        build = BUILDERS.get(spec.name, _build)
+        manifest = build(cfg, name, base, spec, tmp, log)
         manifest.save(tmp)
         _swap_into_place(tmp, out)
     except BaseException:
@@ -193,7 +199,9 @@ def _build(cfg, name, base, spec, tmp: Path, log) -> Manifest:
         steps.pop("onnx", None)
 
     # 5. GGUF f16, then quantized from it
-    n_ctx = min(ctx, 1024)
+    # the parity inputs must fit even when the model was trained on a shorter context
+    # (a scratch model with --max-length 64): positions past it are computed, as torch does
+    n_ctx = max(min(ctx, 1024), *(len(seq) for seq in ref.sequences), len(ref.text_ids))
     if wanted_gguf and gguf_skip:
         for fmt in wanted_gguf:
             steps[fmt] = Step(fmt, "skipped", 0.0, {"skipped": gguf_skip})
@@ -220,6 +228,10 @@ def _build(cfg, name, base, spec, tmp: Path, log) -> Manifest:
             steps.pop("gguf-f16", None)
 
     # 6. the manifest: what was built, where, how big, and how well it matched
+    return manifest_of(cfg, name, spec.name, steps, tmp, tokenizer, ctx)
+
+
+def manifest_of(cfg, name, architecture, steps: dict[str, Step], tmp, tokenizer, ctx) -> Manifest:
     artifacts = []
     for fmt in FORMATS:
         if fmt not in steps:
@@ -233,7 +245,7 @@ def _build(cfg, name, base, spec, tmp: Path, log) -> Manifest:
         )
     return Manifest(
         name=name,
-        architecture=spec.name,
+        architecture=architecture,
         base=bases.describe(cfg.base),
         adapter=None if cfg.adapter is None else {"path": str(Path(cfg.adapter).resolve())},
         chat_template_sha256=template_sha256(tokenizer.chat_template),
@@ -242,6 +254,10 @@ def _build(cfg, name, base, spec, tmp: Path, log) -> Manifest:
         balabol_version=__version__,
         context_length=ctx,
     )
+
+
+# architectures whose export differs from "merge, then optimum ONNX and llama.cpp GGUF"
+BUILDERS: dict[str, Callable] = {"lstm": lstm.build}
 
 
 def _size(n: int) -> str:

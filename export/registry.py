@@ -21,6 +21,8 @@ class ArchSpec:
     # config.json keys some tools still expect, filled from their modern names
     # (llama.cpp's converter reads GPT-2's `n_ctx`, which new transformers no longer write).
     legacy_config_keys: tuple[tuple[str, str], ...] = ()
+    # whether a LoRA adapter can be merged into it (Balabol's LSTM has none)
+    adapters: bool = True
 
     def complete_config(self, config: dict[str, Any]) -> dict[str, Any]:
         missing = {
@@ -52,6 +54,10 @@ register(
 # Gemma 3 text models: SentencePiece vocabulary of 262k tokens (tokenizer.model goes to
 # llama.cpp's converter), tied embeddings, 5 sliding-window layers per global one.
 register(ArchSpec("gemma3", ("gemma3_text",), "Gemma-3-270M (--base gemma3-270m)"))
+# Balabol's own recurrent baseline (balabol/lstm.py): exported by export/lstm.py, not optimum
+register(
+    ArchSpec("lstm", ("balabol-lstm",), "the LSTM of `balabol train --arch lstm`", adapters=False)
+)
 
 
 def supported() -> str:

@@ -36,6 +36,18 @@ def _gguf(*a, **k):
     return GgufBackend.open(*a, **k)
 
 
+def _lstm_onnx(*a, **k):
+    from runtime.lstm_backend import LstmOnnxBackend
+
+    return LstmOnnxBackend.open(*a, **k)
+
+
+def _lstm_torch(*a, **k):
+    from runtime.lstm_backend import LstmTorchBackend
+
+    return LstmTorchBackend.open(*a, **k)
+
+
 # format -> opener(path, tokenizer=, context_length=, fmt=, threads=)
 BACKENDS: dict[str, Callable] = {
     "torch": _torch,
@@ -44,6 +56,12 @@ BACKENDS: dict[str, Callable] = {
     "gguf-f16": _gguf,
     "gguf-q8_0": _gguf,
     "gguf-q4_k_m": _gguf,
+}
+# (manifest architecture, format) -> opener, where an architecture needs its own decode step
+ARCH_BACKENDS: dict[tuple[str, str], Callable] = {
+    ("lstm", "torch"): _lstm_torch,
+    ("lstm", "onnx"): _lstm_onnx,
+    ("lstm", "onnx-int8"): _lstm_onnx,
 }
 # fastest first (measured on 2 cores, see benchmarks/); `auto` takes the first that fits
 SPEED_ORDER = ("gguf-q4_k_m", "gguf-q8_0", "onnx-int8", "gguf-f16", "onnx", "torch")
@@ -134,7 +152,8 @@ def load(
         verify(path, entry)
     tokenizer = Tokenizer(path / "hf")
     ctx = min(manifest.context_length or 2048, MAX_CONTEXT)
-    backend = BACKENDS[entry.format](
+    opener = ARCH_BACKENDS.get((manifest.architecture, entry.format), BACKENDS[entry.format])
+    backend = opener(
         path / entry.path,
         tokenizer=tokenizer,
         context_length=ctx,

@@ -114,6 +114,17 @@ def build_tiny(kind: str, out: Path, *, tokenizer_kind: str | None = None, seed:
     import torch
     from transformers import AutoModelForCausalLM, Gemma3TextConfig, GPT2Config, LlamaConfig
 
+    if kind == "lstm":  # Balabol's own (balabol/lstm.py), with the scratch GPT's tokenizer
+        from balabol import lstm
+
+        tok = train_tokenizer("llama")
+        torch.manual_seed(seed)
+        config = lstm.LstmConfig(len(tok), n_embd=32, n_layer=2, context_length=256)
+        model = lstm.build(config)
+        torch.nn.init.normal_(model.head.weight, std=0.3)  # peaked, as initializer_range below
+        lstm.save(model, out)
+        tok.save_pretrained(out)
+        return out
     if kind == "gemma3":
         tok = train_sentencepiece_tokenizer(out)
     else:
@@ -213,6 +224,12 @@ def exported_llama(tiny_model, tmp_path_factory):
 def exported_gpt2(tiny_model, tmp_path_factory):
     out = tmp_path_factory.mktemp("artifacts-gpt2")
     return out, export_tiny(tiny_model("gpt2"), out, "gpt2")
+
+
+@pytest.fixture(scope="session")
+def exported_lstm(tiny_model, tmp_path_factory):
+    out = tmp_path_factory.mktemp("artifacts-lstm")
+    return out, export_tiny(tiny_model("lstm"), out, "lstm")
 
 
 @pytest.fixture(scope="session")

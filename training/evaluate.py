@@ -236,12 +236,19 @@ def load_model(cfg: EvalConfig):
 
     tok_dir = adapter if adapter and (adapter / "tokenizer.json").is_file() else model_dir
     tokenizer, _ = dataset.chat_tokenizer(tok_dir)
-    try:
-        model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
-    except (OSError, ValueError, RuntimeError) as e:
-        raise BaseModelError(f"cannot load the model from {model_dir}: {e}") from e
-    if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
-        model.resize_token_embeddings(len(tokenizer))
+    from balabol import lstm
+
+    if lstm.is_lstm_dir(model_dir):  # `balabol train --arch lstm`: not a transformers model
+        if adapter is not None:
+            raise AdapterError(f"{model_dir} is an LSTM; it takes no LoRA adapter")
+        model = lstm.load(model_dir)
+    else:
+        try:
+            model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+        except (OSError, ValueError, RuntimeError) as e:
+            raise BaseModelError(f"cannot load the model from {model_dir}: {e}") from e
+        if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
+            model.resize_token_embeddings(len(tokenizer))
     if adapter is not None:
         from peft import PeftModel
 
@@ -491,6 +498,19 @@ FULL_LOGITS: dict[str, Callable] = {
 assert set(FULL_LOGITS) == set(FORMATS) - {"torch"}, "every exported format needs a reader"
 
 
+def _lstm_onnx_logits(path: Path, n_ctx: int):
+    from export.lstm import OnnxLstmLM
+
+    return OnnxLstmLM(path / "model.onnx")
+
+
+# (manifest architecture, format) -> opener, where an architecture has its own graph inputs
+ARCH_FULL_LOGITS: dict[tuple[str, str], Callable] = {
+    ("lstm", "onnx"): _lstm_onnx_logits,
+    ("lstm", "onnx-int8"): _lstm_onnx_logits,
+}
+
+
 def score_exported(
     root: Path,
     entry: Artifact,
@@ -516,7 +536,9 @@ def score_exported(
     # 1. teacher-forced log-loss on the assistant replies, one sequence at a time; the model
     # is closed before the runtime opens its own copy for the replies (memory)
     encoded = _encode(samples, tokenizer, _context_length(hf_config))
-    lm = FULL_LOGITS[entry.format](root / entry.path, max(len(e.input_ids) for e in encoded))
+    arch = Manifest.load(root).architecture
+    opener = ARCH_FULL_LOGITS.get((arch, entry.format), FULL_LOGITS[entry.format])
+    lm = opener(root / entry.path, max(len(e.input_ids) for e in encoded))
     nll = 0.0
     try:
         for e in tqdm(encoded, desc="perplexity", unit="sample"):

@@ -195,13 +195,22 @@ def plan_device(cfg: TrainConfig) -> Plan:
 
 def train(
     *,
+    arch: Annotated[
+        Literal["lora", "gpt-scratch", "lstm"],
+        "what to train: a LoRA adapter on --base, or a small GPT or an LSTM from scratch "
+        "(own BPE tokenizer, written to ./models/NAME)",
+    ] = "lora",
     base: Annotated[
         str, "base model: 'default' (embedded SmolLM2-135M-Instruct) or an HF model directory"
     ] = "default",
     data: Annotated[Path | None, "data directory with train.jsonl and val.jsonl"] = None,
-    name: Annotated[str | None, "adapter name (default: the data directory's name)"] = None,
+    name: Annotated[
+        str | None, "adapter or model name (default: the data directory's name)"
+    ] = None,
     out_dir: Annotated[
-        Path | None, "where adapters go (default: ./adapters or $BALABOL_ADAPTERS)"
+        Path | None,
+        "where adapters go (default: ./adapters or $BALABOL_ADAPTERS; scratch models: "
+        "./models or $BALABOL_MODELS)",
     ] = None,
     qlora: Annotated[
         bool, "load the base in 4-bit nf4 (bitsandbytes) and train LoRA on it"
@@ -210,16 +219,29 @@ def train(
     max_steps: Annotated[
         int | None, "stop after this many optimizer steps (overrides --epochs)"
     ] = None,
-    lr: Annotated[float, "peak learning rate (warmup, then cosine decay)"] = LR,
+    lr: Annotated[
+        float | None,
+        "peak learning rate, warmup then cosine decay (default: 2e-4 LoRA, 1e-3 gpt-scratch, "
+        "2e-3 lstm)",
+    ] = None,
     warmup_steps: Annotated[int | None, "LR warmup steps (default: 5%% of the steps)"] = None,
     lora_r: Annotated[int, "LoRA rank"] = LORA_R,
     lora_alpha: Annotated[int | None, "LoRA alpha (default: 2 x rank)"] = None,
     lora_dropout: Annotated[float, "dropout on the LoRA path"] = LORA_DROPOUT,
+    # scratch models (--arch gpt-scratch | lstm); None: the architecture's default
+    vocab_size: Annotated[int | None, "scratch: BPE vocabulary size (default 8000)"] = None,
+    n_layer: Annotated[int | None, "scratch: layers (default: gpt-scratch 10, lstm 2)"] = None,
+    n_embd: Annotated[int | None, "scratch: width (default: gpt-scratch 256, lstm 512)"] = None,
+    n_head: Annotated[int | None, "gpt-scratch: attention heads (default 4)"] = None,
+    dropout: Annotated[float | None, "scratch: dropout (default: gpt-scratch 0, lstm 0.1)"] = None,
     batch_size: Annotated[int, "sequences per optimizer step (same on GPU and CPU)"] = BATCH_SIZE,
     micro_batch_size: Annotated[
         int | None, "sequences per forward pass (default: the batch on GPU, 4 on CPU)"
     ] = None,
-    max_length: Annotated[int, "tokens per sample; longer ones are cut"] = MAX_LENGTH,
+    max_length: Annotated[
+        int | None,
+        "tokens per sample, longer ones are cut (default 1024; scratch models: 512, their context)",
+    ] = None,
     eval_every: Annotated[
         int | None, "evaluate on val.jsonl and checkpoint every N steps (default: 10 per run)"
     ] = None,
@@ -232,9 +254,66 @@ def train(
     resume: Annotated[
         bool, "require resuming from a checkpoint (an interrupted run resumes anyway)"
     ] = False,
-    force: Annotated[bool, "discard checkpoints and replace an existing adapter"] = False,
+    force: Annotated[bool, "discard checkpoints and replace an existing adapter or model"] = False,
 ) -> int:
-    """Fine-tune a LoRA adapter on data/NAME (QLoRA with --qlora); writes adapters/NAME/."""
+    """Fine-tune a LoRA adapter on data/NAME (QLoRA with --qlora), or train a small GPT or an
+    LSTM from scratch (--arch); writes adapters/NAME/ or models/NAME/."""
+    if arch != "lora":
+        lora_only = {
+            "--base": base != "default",
+            "--qlora": qlora,
+            "--lora-r": lora_r != LORA_R,
+            "--lora-alpha": lora_alpha is not None,
+            "--lora-dropout": lora_dropout != LORA_DROPOUT,
+            "--no-gradient-checkpointing": no_gradient_checkpointing,
+        }
+        given = [flag for flag, on in lora_only.items() if on]
+        if given:
+            raise ConfigError(
+                f"{', '.join(given)}: LoRA options; --arch {arch} trains a model from scratch"
+            )
+        from training.baselines import ScratchConfig
+        from training.baselines import run as run_scratch
+
+        scratch = ScratchConfig(
+            arch=arch,
+            data=data,
+            name=name,
+            **({"vocab_size": vocab_size} if vocab_size is not None else {}),
+            n_layer=n_layer,
+            n_embd=n_embd,
+            n_head=n_head,
+            dropout=dropout,
+            max_length=max_length,
+            assistant_only=not all_tokens,
+            epochs=epochs,
+            max_steps=max_steps,
+            lr=lr,
+            warmup_steps=warmup_steps,
+            batch_size=batch_size,
+            micro_batch_size=micro_batch_size,
+            eval_every=eval_every,
+            device=device,
+            seed=seed,
+            resume=resume,
+            force=force,
+            **({"out_dir": out_dir} if out_dir else {}),
+        )
+        run_scratch(scratch)
+        return 0
+    scratch_only = {
+        "--vocab-size": vocab_size,
+        "--n-layer": n_layer,
+        "--n-embd": n_embd,
+        "--n-head": n_head,
+        "--dropout": dropout,
+    }
+    given = [flag for flag, value in scratch_only.items() if value is not None]
+    if given:
+        raise ConfigError(
+            f"{', '.join(given)}: options of scratch models; pass --arch gpt-scratch or "
+            "--arch lstm, or leave them out to train LoRA"
+        )
     cfg = TrainConfig(
         base=base,
         data=data,
@@ -242,14 +321,14 @@ def train(
         qlora=qlora,
         epochs=epochs,
         max_steps=max_steps,
-        lr=lr,
+        lr=LR if lr is None else lr,
         warmup_steps=warmup_steps,
         lora_r=lora_r,
         lora_alpha=lora_alpha,
         lora_dropout=lora_dropout,
         batch_size=batch_size,
         micro_batch_size=micro_batch_size,
-        max_length=max_length,
+        max_length=MAX_LENGTH if max_length is None else max_length,
         eval_every=eval_every,
         assistant_only=not all_tokens,
         gradient_checkpointing=not no_gradient_checkpointing,
@@ -266,11 +345,18 @@ def train(
 # --- the pipeline -------------------------------------------------------------------------
 
 
-def _check_output(cfg: TrainConfig) -> int | None:
-    """Refuse to overwrite a finished adapter; the step of the checkpoint to resume, if any."""
-    if (cfg.out / "adapter_config.json").is_file() and not cfg.force:
+def check_output(
+    cfg,
+    *,
+    done_file: str = "adapter_config.json",
+    what: str = "a trained adapter",
+    resume_keys: Sequence[str] = RESUME_KEYS,
+) -> int | None:
+    """Refuse to overwrite a finished output (adapter or model); the step of the checkpoint
+    to resume, if any. `cfg` is a TrainConfig or a baselines.ScratchConfig."""
+    if (cfg.out / done_file).is_file() and not cfg.force:
         raise ConfigError(
-            f"{cfg.out} already holds a trained adapter; pass --force to train it again "
+            f"{cfg.out} already holds {what}; pass --force to train it again "
             "(the old one is kept until the new one is complete) or --name to write another"
         )
     if cfg.force:
@@ -285,7 +371,7 @@ def _check_output(cfg: TrainConfig) -> int | None:
     if step is not None and saved.is_file():
         before = json.loads(saved.read_text(encoding="utf-8"))
         now = cfg.to_dict()
-        changed = [k for k in RESUME_KEYS if before.get(k) != now.get(k)]
+        changed = [k for k in resume_keys if before.get(k) != now.get(k)]
         if changed:
             diff = ", ".join(f"{k}: {before.get(k)!r} -> {now.get(k)!r}" for k in changed)
             raise ConfigError(
@@ -360,7 +446,7 @@ def _load_model(base: Path | str, cfg: TrainConfig, plan: Plan, spec, new_token_
     return model
 
 
-def _peak_memory(device: str) -> int:
+def peak_memory(device: str) -> int:
     """Peak bytes so far: the GPU's allocator on CUDA, the process's max RSS on the CPU."""
     if device == "cuda":
         import torch
@@ -370,7 +456,7 @@ def _peak_memory(device: str) -> int:
     return int(rss if sys.platform == "darwin" else rss * 1024)  # bytes on macOS, KiB on Linux
 
 
-def _probe(model, samples: Sequence[dataset.Encoded], plan: Plan, pad_id: int) -> float:
+def probe(model, samples: Sequence[dataset.Encoded], plan: Plan, pad_id: int) -> float:
     """Seconds per token of one forward+backward on a micro-batch of the longest samples."""
     import torch
 
@@ -395,7 +481,7 @@ def _probe(model, samples: Sequence[dataset.Encoded], plan: Plan, pad_id: int) -
     return seconds / (len(longest) * len(longest[-1].input_ids))
 
 
-def _size(n: float) -> str:
+def size(n: float) -> str:
     for unit in ("B", "KB", "MB", "GB"):
         if n < 1024 or unit == "GB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
@@ -403,7 +489,7 @@ def _size(n: float) -> str:
     return str(n)
 
 
-def _duration(s: float) -> str:
+def duration(s: float) -> str:
     s = round(s)
     return f"{s // 3600} h {s % 3600 // 60} min" if s >= 3600 else f"{s // 60} min {s % 60} s"
 
@@ -449,7 +535,7 @@ def run(
     base = bases.resolve(cfg.base)
     base_config = _hf_config(base)
     spec = targets.lookup(base_config, where=f"base {cfg.base}")
-    resume_step = _check_output(cfg)
+    resume_step = check_output(cfg)
     require("peft", extra="train")
 
     # 2. tokenize with the chat format the runtime serves
@@ -459,7 +545,7 @@ def run(
     opts = {"assistant_only": cfg.assistant_only, "max_length": max_length}
     train_set, train_stats = dataset.load_split(train_path, tokenizer, **opts)
     val_set, val_stats = dataset.load_split(val_path, tokenizer, **opts)
-    _check_splits(cfg, train_path, val_path, train_stats, val_stats, max_length, log)
+    check_splits(cfg, train_path, val_path, train_stats, val_stats, max_length, log)
 
     # 3. where and how long
     plan = plan_device(cfg)
@@ -480,22 +566,86 @@ def run(
     )
 
     # 5. measure one step on the longest samples, then estimate the whole run
-    per_token = _probe(model, train_set, plan, tokenizer.pad_token_id)
+    per_token = probe(model, train_set, plan, tokenizer.pad_token_id)
     evals = sched.steps // sched.eval_every if val_set else 0
     # backward costs about twice the forward, so an eval token costs a third of a train one
     estimate = per_token * (train_stats.tokens * sched.epochs + evals * val_stats.tokens / 3)
     remaining = estimate * (1 - (resume_step or 0) / sched.steps)
     # AdamW adds two fp32 moments per trainable parameter at the first optimizer step
-    peak = _peak_memory(plan.device) + 8 * trainable
+    peak = peak_memory(plan.device) + 8 * trainable
     log(
         f"estimate: {sched.steps} steps (~{sched.epochs:.2f} epochs, eval every "
-        f"{sched.eval_every}), ~{_duration(remaining)}{' remaining' if resume_step else ''}, "
-        f"peak memory ~{_size(peak)} (measured {per_token * 1000:.1f} ms per token on the "
+        f"{sched.eval_every}), ~{duration(remaining)}{' remaining' if resume_step else ''}, "
+        f"peak memory ~{size(peak)} (measured {per_token * 1000:.1f} ms per token on the "
         "longest samples)"
     )
 
     # 6. train (checkpoints in the work dir; an interruption leaves them for the next run)
-    trainer = _trainer(cfg, plan, sched, model, tokenizer, train_set, val_set, progress)
+    trainer = make_trainer(
+        work_dir=cfg.work_dir,
+        lr=cfg.lr,
+        seed=cfg.seed,
+        # for QLoRA, prepare_model_for_kbit_training has already turned it on
+        gradient_checkpointing=cfg.gradient_checkpointing and not cfg.qlora,
+        plan=plan,
+        sched=sched,
+        model=model,
+        tokenizer=tokenizer,
+        train_set=train_set,
+        val_set=val_set,
+        progress=progress,
+    )
+    train_seconds = fit(trainer, cfg, resume_step, callbacks, log)
+
+    # 7. the adapter, its tokenizer and template, the config and the numbers
+    state = trainer.state
+    done_epochs = (state.epoch or 0.0) - sched.epochs * (resume_step or 0) / sched.steps
+    metrics = {
+        **history(state.log_history),
+        "steps": state.global_step,
+        "epochs": round(state.epoch or 0.0, 4),
+        "resumed_from_step": resume_step,
+        "seconds": round(time.perf_counter() - t_start, 2),
+        "train_seconds": round(train_seconds, 2),
+        "seconds_per_step": round(
+            train_seconds / max(state.global_step - (resume_step or 0), 1), 4
+        ),
+        "train_tokens_per_second": round(train_stats.tokens * done_epochs / train_seconds, 1),
+        "estimate_seconds": round(remaining, 2),
+        "peak_memory_bytes": peak_memory(plan.device),
+        "estimated_peak_memory_bytes": peak,
+        "device": dataclasses.asdict(plan),
+        "data": {"train": train_stats.as_dict(), "val": val_stats.as_dict()},
+    }
+    record = {
+        **cfg.to_dict(),
+        "base_path": str(base),
+        "architecture": spec.name,
+        "target_modules": list(spec.target_modules),
+        "added_tokens": [tokenizer.convert_ids_to_tokens(i) for i in new_ids],
+        "max_length_used": max_length,
+        **dataclasses.asdict(sched),
+        "lr_schedule": "linear warmup, cosine decay",
+        "chat_template_sha256": template_sha256(CHAT_TEMPLATE),
+    }
+    # New chat-token rows are saved as trainable tokens; the rest of the (resized)
+    # embedding is the base's, so it is not copied into the adapter.
+    save = trainer.model.save_pretrained
+    write_output(
+        cfg,
+        lambda d: save(d, safe_serialization=True, save_embedding_layers=False),
+        tokenizer,
+        record,
+        metrics,
+    )
+    shutil.rmtree(cfg.work_dir, ignore_errors=True)
+    log(summary(cfg, metrics))
+    return TrainResult(cfg.out, metrics)
+
+
+def fit(trainer, cfg, resume_step: int | None, callbacks: Sequence[Any], log) -> float:
+    """Train (resuming from the checkpoint of resume_step), leaving the checkpoints in
+    cfg.work_dir when interrupted; the seconds it took."""
     for cb in callbacks:
         trainer.add_callback(cb)
     cfg.work_dir.mkdir(parents=True, exist_ok=True)
@@ -516,46 +666,10 @@ def run(
         step = trainer.state.global_step
         log(f"\ninterrupted at step {step}; {where}. Run the same command to resume.")
         raise
-    train_seconds = time.perf_counter() - t_train
-
-    # 7. the adapter, its tokenizer and template, the config and the numbers
-    state = trainer.state
-    done_epochs = (state.epoch or 0.0) - sched.epochs * (resume_step or 0) / sched.steps
-    metrics = {
-        **_history(state.log_history),
-        "steps": state.global_step,
-        "epochs": round(state.epoch or 0.0, 4),
-        "resumed_from_step": resume_step,
-        "seconds": round(time.perf_counter() - t_start, 2),
-        "train_seconds": round(train_seconds, 2),
-        "seconds_per_step": round(
-            train_seconds / max(state.global_step - (resume_step or 0), 1), 4
-        ),
-        "train_tokens_per_second": round(train_stats.tokens * done_epochs / train_seconds, 1),
-        "estimate_seconds": round(remaining, 2),
-        "peak_memory_bytes": _peak_memory(plan.device),
-        "estimated_peak_memory_bytes": peak,
-        "device": dataclasses.asdict(plan),
-        "data": {"train": train_stats.as_dict(), "val": val_stats.as_dict()},
-    }
-    record = {
-        **cfg.to_dict(),
-        "base_path": str(base),
-        "architecture": spec.name,
-        "target_modules": list(spec.target_modules),
-        "added_tokens": [tokenizer.convert_ids_to_tokens(i) for i in new_ids],
-        "max_length_used": max_length,
-        **dataclasses.asdict(sched),
-        "lr_schedule": "linear warmup, cosine decay",
-        "chat_template_sha256": template_sha256(CHAT_TEMPLATE),
-    }
-    _write_adapter(cfg, trainer.model, tokenizer, record, metrics)
-    shutil.rmtree(cfg.work_dir, ignore_errors=True)
-    log(summary(cfg, metrics))
-    return TrainResult(cfg.out, metrics)
+    return time.perf_counter() - t_train
 
 
-def _check_splits(cfg, train_path, val_path, train_stats, val_stats, max_length, log) -> None:
+def check_splits(cfg, train_path, val_path, train_stats, val_stats, max_length, log) -> None:
     if not train_stats.kept:
         why = (
             "it is empty; rebuild it with `balabol data ...`"
@@ -574,10 +688,10 @@ def _check_splits(cfg, train_path, val_path, train_stats, val_stats, max_length,
         log(f"WARNING: {val_path} has no samples: no evaluation, the last step's adapter is kept")
 
 
-def _history(log_history: list[dict]) -> dict[str, Any]:
+def history(log_history: list[dict]) -> dict[str, Any]:
     """Train and val losses from the Trainer's log, and the step whose adapter is kept."""
     evals = [
-        {"step": h["step"], "loss": h["eval_loss"], "perplexity": _ppl(h["eval_loss"])}
+        {"step": h["step"], "loss": h["eval_loss"], "perplexity": ppl(h["eval_loss"])}
         for h in log_history
         if "eval_loss" in h
     ]
@@ -602,22 +716,37 @@ def _hf_config(base: Path | str) -> dict:
     return AutoConfig.from_pretrained(base).to_dict()
 
 
-def _ppl(loss: float) -> float:
+def ppl(loss: float) -> float:
     return round(math.exp(min(loss, 50.0)), 4)
 
 
-def _trainer(cfg, plan, sched, model, tokenizer, train_set, val_set, progress):
+def make_trainer(
+    *,
+    work_dir: Path,
+    lr: float,
+    seed: int,
+    gradient_checkpointing: bool,
+    plan: Plan,
+    sched: Schedule,
+    model,
+    tokenizer,
+    train_set,
+    val_set,
+    progress: bool,
+):
+    """The HF Trainer every `balabol train --arch` uses: warmup + cosine LR, eval and a
+    checkpoint every sched.eval_every steps (and at the last one), the best one kept."""
     from transformers import Trainer, TrainingArguments
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
     has_val = bool(val_set)
     args = TrainingArguments(
-        output_dir=str(cfg.work_dir),
+        output_dir=str(work_dir),
         per_device_train_batch_size=plan.micro_batch,
         per_device_eval_batch_size=plan.micro_batch,
         gradient_accumulation_steps=plan.accumulation,
         max_steps=sched.steps,
-        learning_rate=cfg.lr,
+        learning_rate=lr,
         lr_scheduler_type="cosine",
         warmup_steps=sched.warmup,
         logging_steps=max(1, min(sched.eval_every, 10)),
@@ -633,14 +762,14 @@ def _trainer(cfg, plan, sched, model, tokenizer, train_set, val_set, progress):
         use_cpu=plan.device == "cpu",
         fp16=plan.precision == "fp16",
         bf16=plan.precision == "bf16",
-        # for QLoRA, prepare_model_for_kbit_training has already turned it on
-        gradient_checkpointing=cfg.gradient_checkpointing and not cfg.qlora,
+        gradient_checkpointing=gradient_checkpointing,
         gradient_checkpointing_kwargs={"use_reentrant": False},
         group_by_length=True,  # similar lengths in a batch: less compute spent on padding
         remove_unused_columns=False,
         label_names=["labels"],
+        prediction_loss_only=True,  # eval needs the loss only, not (B, T, V) logits kept
         report_to="none",
-        seed=cfg.seed,
+        seed=seed,
         dataloader_pin_memory=plan.device == "cuda",
         disable_tqdm=not progress,
     )
@@ -650,17 +779,17 @@ def _trainer(cfg, plan, sched, model, tokenizer, train_set, val_set, progress):
         train_dataset=dataset.ChatDataset(train_set),
         eval_dataset=dataset.ChatDataset(val_set) if has_val else None,
         data_collator=lambda batch: dataset.collate(batch, tokenizer.pad_token_id),
-        callbacks=[_final_step_callback()],
+        callbacks=[final_step_callback()],
     )
     if progress:
         trainer.remove_callback(ProgressCallback)
-        trainer.add_callback(_progress_callback())
+        trainer.add_callback(progress_callback())
     else:
         trainer.remove_callback(PrinterCallback)  # it prints every log dict
     return trainer
 
 
-def _final_step_callback():
+def final_step_callback():
     from transformers import TrainerCallback
 
     class FinalStep(TrainerCallback):
@@ -675,7 +804,7 @@ def _final_step_callback():
     return FinalStep()
 
 
-def _progress_callback():
+def progress_callback():
     from tqdm.auto import tqdm
     from transformers.trainer_callback import ProgressCallback
 
@@ -698,20 +827,19 @@ def _progress_callback():
             mark = " (best so far)" if loss < self.best else ""
             self.best = min(self.best, loss)
             tqdm.write(
-                f"step {state.global_step}: val loss {loss:.4f}, perplexity {_ppl(loss):.2f}{mark}"
+                f"step {state.global_step}: val loss {loss:.4f}, perplexity {ppl(loss):.2f}{mark}"
             )
 
     return Progress()
 
 
-def _write_adapter(cfg: TrainConfig, model, tokenizer, record: dict, metrics: dict) -> None:
-    """Everything into a temporary directory, swapped into adapters/NAME when complete."""
+def write_output(cfg, save: Callable[[Path], None], tokenizer, record: dict, metrics: dict) -> None:
+    """Weights (`save(dir)`), tokenizer, chat template, config and metrics into a temporary
+    directory, swapped into OUT_DIR/NAME when complete."""
     cfg.out_dir.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{cfg.name}.partial-", dir=cfg.out_dir))
     try:
-        # New chat-token rows are saved as trainable tokens; the rest of the (resized)
-        # embedding is the base's, so it is not copied into the adapter.
-        model.save_pretrained(tmp, safe_serialization=True, save_embedding_layers=False)
+        save(tmp)
         tokenizer.save_pretrained(tmp)
         (tmp / CHAT_TEMPLATE_FILE).write_text(CHAT_TEMPLATE, encoding="utf-8")
         (tmp / CONFIG_FILE).write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n")
@@ -728,27 +856,26 @@ def _write_adapter(cfg: TrainConfig, model, tokenizer, record: dict, metrics: di
         raise
 
 
-def summary(cfg: TrainConfig, m: dict) -> str:
+def summary(cfg, m: dict, *, what: str = "adapter", next_cmd: str | None = None) -> str:
     best = m["best"]
     rows = [
-        ("adapter", str(cfg.out)),
+        (what, str(cfg.out)),
         ("steps", f"{m['steps']} ({m['epochs']} epochs)"),
         ("kept", m["kept"]),
         ("val loss / ppl", f"{best['loss']:.4f} / {best['perplexity']:.2f}" if best else "-"),
         ("last train loss", f"{m['train_loss'][-1]['loss']:.4f}" if m["train_loss"] else "-"),
         (
             "time",
-            f"{_duration(m['train_seconds'])} ({m['seconds_per_step']:.3f} s/step, "
-            f"estimated {_duration(m['estimate_seconds'])})",
+            f"{duration(m['train_seconds'])} ({m['seconds_per_step']:.3f} s/step, "
+            f"estimated {duration(m['estimate_seconds'])})",
         ),
         ("tokens/s", f"{m['train_tokens_per_second']:.0f}"),
         (
             "peak memory",
-            f"{_size(m['peak_memory_bytes'])} "
-            f"(estimated {_size(m['estimated_peak_memory_bytes'])})",
+            f"{size(m['peak_memory_bytes'])} (estimated {size(m['estimated_peak_memory_bytes'])})",
         ),
     ]
     width = max(len(k) for k, _ in rows)
     lines = [f"{k.ljust(width)}  {v}" for k, v in rows]
-    nxt = f"next: balabol export --base {cfg.base} --adapter {cfg.out}"
-    return "\n".join(["", *lines, "", nxt])
+    nxt = next_cmd or f"balabol export --base {cfg.base} --adapter {cfg.out}"
+    return "\n".join(["", *lines, "", f"next: {nxt}"])

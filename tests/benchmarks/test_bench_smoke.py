@@ -10,9 +10,7 @@ from pathlib import Path
 REPO = Path(__file__).parents[2]
 
 
-def test_bench_smoke(exported_llama, tmp_path):
-    root, manifest = exported_llama
-    out = tmp_path / "results"
+def bench(root: Path, artifact: str, out: Path) -> subprocess.CompletedProcess:
     cmd = [
         sys.executable,
         "-m",
@@ -24,7 +22,7 @@ def test_bench_smoke(exported_llama, tmp_path):
         "--artifacts-dir",
         str(root),
         "--artifact",
-        "llama",
+        artifact,
         "--bench-repeats",
         "1",
         "--bench-new-tokens",
@@ -32,7 +30,13 @@ def test_bench_smoke(exported_llama, tmp_path):
         "--bench-results",
         str(out),
     ]
-    run = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
+    return subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
+
+
+def test_bench_smoke(exported_llama, tmp_path):
+    root, manifest = exported_llama
+    out = tmp_path / "results"
+    run = bench(root, "llama", out)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
     (data,) = [json.loads(p.read_text()) for p in out.glob("2*.json")]
     assert [r["format"] for r in data["table"]] == [a.format for a in manifest.artifacts]
@@ -42,3 +46,22 @@ def test_bench_smoke(exported_llama, tmp_path):
     md = (out / "latest.md").read_text()
     assert "| gguf-q4_k_m |" in md and "llama-cpp-python" in md
     assert (out / "latest.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_bench_rows_for_an_lstm(exported_lstm, tmp_path):
+    """A row per format of the LSTM baseline; no peer library runs it, so no peer numbers."""
+    root, manifest = exported_lstm
+    out = tmp_path / "results"
+    run = bench(root, "lstm", out)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
+    (data,) = [json.loads(p.read_text()) for p in out.glob("2*.json")]
+    assert [r["format"] for r in data["table"]] == ["torch", "onnx", "onnx-int8"]
+    assert {a.format for a in manifest.artifacts if a.status == "skipped"} == {
+        "gguf-f16",
+        "gguf-q8_0",
+        "gguf-q4_k_m",
+    }
+    for row in data["table"]:
+        assert row["decode_tps"] > 0 and row["ppl"] > 1
+        assert (row["peer"], row["peer_decode_tps"]) == ("none", None)
+    assert "| onnx-int8 |" in (out / "latest.md").read_text()

@@ -1,0 +1,248 @@
+"""Export of the LSTM baseline: ONNX with explicit (h, c) state, int8, parity, manifest.
+
+The graph takes `input_ids` (B, T) and the state `h0`, `c0` (n_layer, B, H) and returns
+`logits` (B, T, V) and the state after the last token, `hn`, `cn`: the runtime prefills the
+prompt from a zero state, then feeds one token and the previous state per step
+(runtime/lstm_backend.py). Every file is checked against the torch model as any other
+(export/parity.py); llama.cpp has no LSTM, so the GGUF formats are recorded as skipped.
+
+Example: `balabol export --base models/jokes-lstm` (after `balabol train --arch lstm`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import shutil
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from balabol import lstm
+from balabol.errors import BalabolError, ExportError, require
+from balabol.manifest import Manifest
+from export import merge
+from export.parity import Reference, judge, measure, threads
+
+ARCHITECTURE = "lstm"
+INPUTS = ("input_ids", "h0", "c0")
+OUTPUTS = ("logits", "hn", "cn")
+OPSET = 17
+GGUF_SKIPPED = "llama.cpp has no LSTM architecture; use the onnx formats"
+# files of the trained model directory that make up hf/ (the torch reference)
+MODEL_FILES = (lstm.CONFIG_FILE, lstm.WEIGHTS_FILE)
+
+
+class TorchLstmLM:
+    """export.parity's LM protocol over the torch LSTM: the reference."""
+
+    def __init__(self, model_dir: Path):
+        torch = require("torch", extra="export")
+        torch.set_num_threads(threads())
+        self.torch = torch
+        self.model = lstm.load(model_dir)
+
+    def logits(self, ids):
+        with self.torch.inference_mode():
+            return self.model(self.torch.tensor([list(ids)])).logits[0].numpy()
+
+    def greedy(self, ids, n, eos=None):
+        torch, out = self.torch, []
+        with torch.inference_mode():
+            o = self.model(torch.tensor([list(ids)]))
+            for _ in range(n):
+                tok = int(o.logits[0, -1].argmax())
+                out.append(tok)
+                if tok == eos or len(out) == n:
+                    break
+                o = self.model(torch.tensor([[tok]]), state=o.state)
+        return out
+
+    def close(self):
+        del self.model
+
+
+class OnnxLstmLM:
+    """The same over the exported graph, carrying (h, c) between calls."""
+
+    def __init__(self, path: Path):
+        ort = require("onnxruntime", extra="runtime")
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = threads()
+        so.log_severity_level = 3
+        self.sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+        h0 = next(i for i in self.sess.get_inputs() if i.name == "h0")
+        self.state_shape = (h0.shape[0], 1, h0.shape[2])  # (n_layer, 1, H)
+
+    def _run(self, ids, state):
+        if state is None:
+            state = (np.zeros(self.state_shape, np.float32),) * 2
+        logits, h, c = self.sess.run(
+            list(OUTPUTS),
+            {"input_ids": np.asarray([ids], dtype=np.int64), "h0": state[0], "c0": state[1]},
+        )
+        return logits[0], (h, c)
+
+    def logits(self, ids):
+        return self._run(list(ids), None)[0]
+
+    def greedy(self, ids, n, eos=None):
+        logits, state = self._run(list(ids), None)
+        out = []
+        for _ in range(n):
+            tok = int(logits[-1].argmax())
+            out.append(tok)
+            if tok == eos or len(out) == n:
+                break
+            logits, state = self._run([tok], state)
+        return out
+
+    def close(self):
+        del self.sess
+
+
+def export_onnx(model_dir: Path, out_dir: Path) -> Path:
+    """Trace the model with a 2-token prompt and dynamic batch/sequence axes."""
+    torch = require("torch", extra="export")
+    model = lstm.load(model_dir)
+
+    class Stateful(torch.nn.Module):
+        def __init__(self, lm):
+            super().__init__()
+            self.lm = lm
+
+        def forward(self, input_ids, h0, c0):
+            out = self.lm(input_ids, state=(h0, c0))
+            return out.logits, out.state[0], out.state[1]
+
+    h0, c0 = model.zero_state(1)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / "model.onnx"
+    batch = {1: "batch"}
+    # the TorchScript exporter: the dynamo one needs onnxscript, which we do not ship
+    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            Stateful(model).eval(),
+            (torch.tensor([[1, 2]]), h0, c0),
+            str(path),
+            input_names=list(INPUTS),
+            output_names=list(OUTPUTS),
+            dynamic_axes={
+                "input_ids": {0: "batch", 1: "sequence"},
+                "logits": {0: "batch", 1: "sequence"},
+                "h0": batch,
+                "c0": batch,
+                "hn": batch,
+                "cn": batch,
+            },
+            opset_version=OPSET,
+            dynamo=False,
+        )
+    if not path.is_file():
+        raise ExportError(f"torch.onnx.export wrote no model.onnx in {out_dir}")
+    _copy_tokenizer(model_dir, out_dir)
+    return path
+
+
+def export_int8(onnx_dir: Path, out_dir: Path) -> Path:
+    """onnxruntime dynamic quantization: int8 weights for the LSTM, head and embedding."""
+    require("onnxruntime", extra="runtime")
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / "model.onnx"
+    root = logging.getLogger()  # onnxruntime advises pre-processing on the root logger
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        quantize_dynamic(
+            onnx_dir / "model.onnx",
+            path,
+            op_types_to_quantize=["LSTM", "MatMul", "Gemm"],
+            per_channel=False,
+            weight_type=QuantType.QInt8,
+        )
+    finally:
+        root.setLevel(level)
+    _copy_tokenizer(onnx_dir, out_dir)
+    return path
+
+
+def _copy_tokenizer(src: Path, dst: Path) -> None:
+    from export.onnx import TOKENIZER_PREFIXES
+
+    for f in Path(src).iterdir():
+        if f.name.startswith(TOKENIZER_PREFIXES) and not (dst / f.name).exists():
+            shutil.copy2(f, dst / f.name)
+
+
+def build(cfg, name: str, base: Path, spec, tmp: Path, log) -> Manifest:
+    """export.pipeline's build step for an LSTM directory (the pipeline owns tmp and out)."""
+    from export.pipeline import Step, manifest_of  # the pipeline imports this module
+
+    if not isinstance(base, Path):
+        raise ExportError(f"--base {cfg.base}: an LSTM is exported from a local directory")
+    steps: dict[str, Step] = {}
+
+    # 1. hf/: the trained weights, config and tokenizer = the reference
+    t = time.perf_counter()
+    hf = tmp / "hf"
+    hf.mkdir(parents=True)
+    for f in MODEL_FILES:
+        shutil.copy2(base / f, hf / f)
+    tokenizer = merge.load_tokenizer(base, None)
+    tokenizer.save_pretrained(hf)
+    ctx = lstm.LstmConfig.from_dict(_json(hf / lstm.CONFIG_FILE)).context_length
+    torch_lm = TorchLstmLM(hf)
+    # the state has no length limit; the held-out text is scored as for other models
+    ref = Reference.build(torch_lm, tokenizer)
+    torch_lm.close()
+    steps["torch"] = Step("torch", "passed", time.perf_counter() - t, {"ppl": round(ref.ppl, 4)})
+    log(f"[hf] done: perplexity {ref.ppl:.2f} on the held-out text")
+
+    def attempt(fmt: str, make) -> None:
+        t0 = time.perf_counter()
+        log(f"[{fmt}] building ...")
+        try:
+            path = make()
+            lm = OnnxLstmLM(path)
+            try:
+                numbers = measure(lm, ref)
+            finally:
+                lm.close()
+        except BalabolError as e:
+            steps[fmt] = Step(fmt, "failed", time.perf_counter() - t0, {"failed": [str(e)]})
+            log(f"[{fmt}] FAILED: {e}")
+            return
+        why = judge(numbers, cfg.gates[fmt])
+        if why:
+            numbers["failed"] = why
+        status = "failed" if why else "passed"
+        steps[fmt] = Step(fmt, status, time.perf_counter() - t0, numbers)
+        log(f"[{fmt}] {status}: " + ", ".join(f"{k}={v}" for k, v in numbers.items()))
+
+    # 2. ONNX fp32 with state, then int8 from it
+    if "onnx" in cfg.formats or "onnx-int8" in cfg.formats:
+        attempt("onnx", lambda: export_onnx(hf, tmp / "onnx"))
+    if "onnx-int8" in cfg.formats and (tmp / "onnx" / "model.onnx").is_file():
+        attempt("onnx-int8", lambda: export_int8(tmp / "onnx", tmp / "onnx-int8"))
+    if "onnx" not in cfg.formats:
+        shutil.rmtree(tmp / "onnx", ignore_errors=True)
+        steps.pop("onnx", None)
+    for fmt in cfg.formats:
+        if fmt.startswith("gguf"):
+            steps[fmt] = Step(fmt, "skipped", 0.0, {"skipped": GGUF_SKIPPED})
+            log(f"[{fmt}] skipped: {GGUF_SKIPPED}")
+
+    # 3. the manifest
+    return manifest_of(cfg, name, ARCHITECTURE, steps, tmp, tokenizer, ctx)
+
+
+def _json(path: Path) -> dict:
+    import json
+
+    return json.loads(path.read_text(encoding="utf-8"))
