@@ -28,6 +28,7 @@ def pytest_addoption(parser):
     g.addoption("--bench-new-tokens", type=int, default=128, help="tokens for decode speed")
     g.addoption("--bench-results", default=str(Path(__file__).parent / "results"))
     g.addoption("--no-peers", action="store_true", help="skip the peer libraries")
+    g.addoption("--train-samples", type=int, default=96, help="samples per training run")
 
 
 def _manifest(config) -> tuple[Path, Manifest]:
@@ -59,7 +60,7 @@ def bench(pytestconfig):
 
 
 def pytest_sessionfinish(session, exitstatus):
-    if RESULTS["formats"] and "manifest" in RESULTS:
+    if (RESULTS["formats"] or RESULTS.get("training")) and "manifest" in RESULTS:
         from benchmarks.report import write
 
         out = Path(session.config.getoption("--bench-results"))

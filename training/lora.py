@@ -82,6 +82,7 @@ class TrainConfig:
     micro_batch_size: int | None = None
     eval_every: int | None = None
     gradient_checkpointing: bool = True
+    group_by_length: bool = True  # batches of similar length: little compute spent on padding
     device: str = "auto"
     seed: int = SEED
     # what to do with an earlier run
@@ -249,6 +250,9 @@ def train(
         bool, "compute the loss on every token, not only assistant replies"
     ] = False,
     no_gradient_checkpointing: Annotated[bool, "keep activations (faster, more memory)"] = False,
+    no_length_grouping: Annotated[
+        bool, "random batches instead of batches of similar length (more padding)"
+    ] = False,
     device: Annotated[Literal["auto", "cpu", "cuda"], "where to train"] = "auto",
     seed: Annotated[int, "random seed"] = SEED,
     resume: Annotated[
@@ -266,6 +270,7 @@ def train(
             "--lora-alpha": lora_alpha is not None,
             "--lora-dropout": lora_dropout != LORA_DROPOUT,
             "--no-gradient-checkpointing": no_gradient_checkpointing,
+            "--no-length-grouping": no_length_grouping,
         }
         given = [flag for flag, on in lora_only.items() if on]
         if given:
@@ -332,6 +337,7 @@ def train(
         eval_every=eval_every,
         assistant_only=not all_tokens,
         gradient_checkpointing=not no_gradient_checkpointing,
+        group_by_length=not no_length_grouping,
         device=device,
         seed=seed,
         resume=resume,
@@ -587,6 +593,7 @@ def run(
         seed=cfg.seed,
         # for QLoRA, prepare_model_for_kbit_training has already turned it on
         gradient_checkpointing=cfg.gradient_checkpointing and not cfg.qlora,
+        group_by_length=cfg.group_by_length,
         plan=plan,
         sched=sched,
         model=model,
@@ -727,6 +734,7 @@ def make_trainer(
     seed: int,
     gradient_checkpointing: bool,
     plan: Plan,
+    group_by_length: bool = True,
     sched: Schedule,
     model,
     tokenizer,
@@ -764,7 +772,8 @@ def make_trainer(
         bf16=plan.precision == "bf16",
         gradient_checkpointing=gradient_checkpointing,
         gradient_checkpointing_kwargs={"use_reentrant": False},
-        group_by_length=True,  # similar lengths in a batch: less compute spent on padding
+        # similar lengths in a batch: less compute spent on padding (benchmarks/test_training.py)
+        group_by_length=group_by_length,
         remove_unused_columns=False,
         label_names=["labels"],
         prediction_loss_only=True,  # eval needs the loss only, not (B, T, V) logits kept

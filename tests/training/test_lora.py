@@ -396,3 +396,45 @@ def test_cli_prints_the_error_without_a_traceback(tmp_path, capsys):
     assert cli(["train", "--data", str(tmp_path / "nope"), "--out-dir", str(tmp_path)]) == 1
     err = capsys.readouterr().err
     assert err.startswith("error: data directory") and "Traceback" not in err
+
+
+@pytest.mark.parametrize("grouped", [True, False])
+def test_length_grouping_batches_similar_lengths(tiny_model, tmp_path, grouped):
+    """`balabol train` batches samples of similar length (less padding) unless
+    --no-length-grouping; benchmarks/test_training.py measures what it buys."""
+    from transformers import AutoModelForCausalLM
+
+    from training import dataset
+    from training.lora import Plan, Schedule, make_trainer
+
+    # the HF sampler sorts within "megabatches" of up to 50 batches, fewer on small sets
+    lengths = [5, 120, 9, 100, 7, 110, 6, 130] * 50
+    train_set = [dataset.Encoded([3] * n, [3] * n, n, False) for n in lengths]
+    trainer = make_trainer(
+        work_dir=tmp_path,
+        lr=1e-3,
+        seed=0,
+        gradient_checkpointing=False,
+        plan=Plan("cpu", "fp32", 4, 1),
+        sched=Schedule(steps=100, epochs=1.0, eval_every=100, warmup=0),
+        model=AutoModelForCausalLM.from_pretrained(tiny_model("llama")),
+        tokenizer=dataset.chat_tokenizer(tiny_model("llama"))[0],
+        train_set=train_set,
+        val_set=[],
+        progress=False,
+        group_by_length=grouped,
+    )
+    padded = sum(b["input_ids"].numel() for b in trainer.get_train_dataloader())
+    real = sum(lengths)
+    # grouped: short with short, long with long; random: nearly every batch has a long one
+    assert (padded < 1.15 * real) if grouped else (padded > 1.5 * real)
+
+
+def test_the_cli_turns_length_grouping_off(tmp_path, monkeypatch):
+    import training.lora as lora
+
+    seen = []
+    monkeypatch.setattr(lora, "run", lambda cfg, **_: seen.append(cfg))
+    assert cli(["train", "--data", str(tmp_path), "--no-length-grouping"]) == 0
+    assert cli(["train", "--data", str(tmp_path)]) == 0
+    assert [c.group_by_length for c in seen] == [False, True]
