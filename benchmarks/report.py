@@ -112,14 +112,20 @@ def markdown(results: dict, table: list[dict], when: str) -> str:
 def training_markdown(t: dict | None) -> str:
     if not t:
         return ""
+    what = {
+        "grouped": "grouped, padded (default)",
+        "packed": "grouped + packed (--packing)",
+        "random": "random, padded (plain Trainer)",
+    }
     rows = [
-        f"| {mode} | {r['real_tokens_per_second']:.0f} | {r['train_seconds']:.0f} "
-        f"| {r['peak_memory_mb']} |"
-        for mode, r in ((m, t[m]) for m in ("grouped", "random"))
+        f"| {what[mode]} | {t[mode]['real_tokens_per_second']:.0f} | "
+        f"{t[mode]['train_seconds']:.0f} | {t[mode]['peak_memory_mb']} |"
+        for mode in what
+        if mode in t
     ]
     return (
-        f"\nLoRA training, one epoch of {t['samples']} chat samples ({t['grouped']['tokens']} real "
-        f"tokens), {t['batch']} per step, CPU: length-grouped batches run "
+        f"\nLoRA training, one epoch of {t['samples']} chat samples ({t['random']['tokens']} real "
+        f"tokens), {t['batch']} per step, CPU: `balabol train`'s batches run "
         f"**{t['speedup']:.2f}×** the real tokens/s of random padded batches.\n\n"
         "| batches | real tokens/s | seconds | peak RSS MB |\n|---|---:|---:|---:|\n"
         + "\n".join(rows)

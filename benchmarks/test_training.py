@@ -1,6 +1,7 @@
-"""Training throughput: LoRA on the artifact's hf/ model, length-grouped batches (what
-`balabol train` does) against random batches padded to their longest sample (a plain
-Trainer run), side by side on the same data (issue #4).
+"""Training throughput: LoRA on the artifact's hf/ model, `balabol train`'s batches
+(length-grouped), the same packed into rows with block-diagonal attention (`--packing`),
+and random batches padded to their longest sample (a plain Trainer run), side by side on
+the same data (issue #4).
 
     make bench                                     # part of the suite
     python -m pytest benchmarks/test_training.py --artifact NAME --train-samples 96
@@ -24,7 +25,11 @@ import pytest
 from benchmarks.conftest import RESULTS
 
 BATCH = 4  # sequences per optimizer step, no accumulation: the same for both runs
-MODES = {"grouped": [], "random": ["--no-length-grouping"]}
+MODES = {
+    "grouped": [],  # the default: batches of similar length, padded to their longest
+    "packed": ["--packing"],  # grouped, each micro-batch packed into rows
+    "random": ["--no-length-grouping"],  # a plain padded Trainer run
+}
 
 
 def write_data(out: Path, n: int, seed: int = 0) -> Path:
@@ -80,7 +85,7 @@ def test_training_throughput(bench, pytestconfig, tmp_path):
     base = bench["root"] / manifest.name / "hf"
     data = write_data(tmp_path / "data", n)
     runs = {mode: train_once(base, data, tmp_path / "adapters", mode, n) for mode in MODES}
-    assert runs["grouped"]["tokens"] == runs["random"]["tokens"] > 0
+    assert runs["packed"]["tokens"] == runs["grouped"]["tokens"] == runs["random"]["tokens"] > 0
     RESULTS["training"] = {
         "samples": n,
         "batch": BATCH,

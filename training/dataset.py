@@ -263,6 +263,47 @@ def collate(batch: Sequence[Encoded | Mapping], pad_id: int):
     return {"input_ids": input_ids, "attention_mask": mask, "labels": labels}
 
 
+def collate_packed(batch: Sequence[Encoded | Mapping], pad_id: int, row_tokens: int):
+    """The samples laid end to end in rows of at most `row_tokens` (a longer sample gets a
+    row of its own): almost no padding. position_ids restart at 0 for every sample and no
+    attention_mask is passed, from which transformers builds a block-diagonal causal mask
+    (masking_utils.find_packed_sequence_indices), so no sample sees another; the first
+    token of each sample has no label, as it must not be predicted from the previous one."""
+    import torch
+
+    rows: list[list[tuple[list[int], list[int]]]] = [[]]
+    used = 0
+    for b in batch:
+        ids, labs = (
+            (b.input_ids, b.labels) if isinstance(b, Encoded) else (b["input_ids"], b["labels"])
+        )
+        if rows[-1] and used + len(ids) > row_tokens:
+            rows.append([])
+            used = 0
+        rows[-1].append((ids, [IGNORE_INDEX, *labs[1:]]))
+        used += len(ids)
+    width = max(sum(len(ids) for ids, _ in row) for row in rows)
+    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)
+    # padding at a row's end counts on from 0 as well: a segment of its own, seen by no one
+    position_ids = torch.zeros((len(rows), width), dtype=torch.long)
+    for r, row in enumerate(rows):
+        at = 0
+        for ids, labs in row:
+            input_ids[r, at : at + len(ids)] = torch.tensor(ids)
+            labels[r, at : at + len(labs)] = torch.tensor(labs)
+            position_ids[r, at : at + len(ids)] = torch.arange(len(ids))
+            at += len(ids)
+        position_ids[r, at:] = torch.arange(width - at)
+    # use_cache=False: with a cache object transformers does not look for packed sequences
+    return {
+        "input_ids": input_ids,
+        "labels": labels,
+        "position_ids": position_ids,
+        "use_cache": False,
+    }
+
+
 class ChatDataset:
     """A torch-style map dataset over encoded samples (dicts, as the HF Trainer expects)."""
 

@@ -1,4 +1,5 @@
-"""`balabol eval`: perplexity, bits per byte, ROUGE-L and BLEU of a model on data/NAME/val.jsonl.
+"""`balabol eval`: perplexity, bits per byte, ROUGE-L, BLEU and reply speed of a model on
+data/NAME/val.jsonl.
 
     balabol eval --data data/me                              # the embedded default base
     balabol eval --data data/me --adapter adapters/me        # base (from the adapter) + LoRA
@@ -13,6 +14,8 @@ What is measured, on the first --limit samples of val.jsonl:
   it compares models with different tokenizers;
 - ROUGE-L and corpus BLEU-4 (training/metrics.py) of a greedy reply to each sample's last
   assistant turn, given the conversation before it, against the reference reply.
+- reply tokens per second of those greedy replies (batched for a torch model, one stream
+  through the runtime, as served, for an exported file).
 
 Every format reads the same token ids (the artifact's hf/ tokenizer). torch runs the merged
 checkpoint with transformers; onnx, onnx-int8 and the gguf files get their logits the way
@@ -358,8 +361,13 @@ def _numbers(
     asked: Sequence[str],
     references: Sequence[str],
     replies: Sequence[str],
+    *,
+    tokenizer,
+    reply_seconds: float,
 ) -> dict[str, Any]:
     n_tokens = sum(e.n_targets for e in encoded)
+    # the replies' text re-tokenized: counted the same way for every format of a model
+    reply_tokens = sum(len(tokenizer(r, add_special_tokens=False)["input_ids"]) for r in replies)
     n_bytes = sum(e.target_bytes for e in encoded)
     loss = nll / n_tokens
     cand = [metrics.words(r) for r in replies]
@@ -373,6 +381,9 @@ def _numbers(
         "bits_per_byte": round(nll / math.log(2) / n_bytes, 6),
         "rouge_l": round(sum(map(metrics.rouge_l, cand, refs)) / len(cand), 6),
         "bleu": round(metrics.corpus_bleu(cand, refs), 6),
+        # speed as eval generates: batched for torch, one stream (as served) for the others
+        "reply_tokens": reply_tokens,
+        "reply_tokens_per_second": round(reply_tokens / max(reply_seconds, 1e-9), 2),
         "examples": [
             {"user": u, "reference": r, "reply": g}
             for u, r, g in list(zip(asked, references, replies, strict=True))[:EXAMPLES]
@@ -425,10 +436,21 @@ def score(
 
     # 2. greedy replies to the conversation before each sample's last assistant turn
     prompts, references, asked = _last_turns(samples)
+    t = time.perf_counter()
     replies = generate(
         model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size
     )
-    return _numbers(samples, encoded, nll, asked, references, replies)
+    seconds = time.perf_counter() - t
+    return _numbers(
+        samples,
+        encoded,
+        nll,
+        asked,
+        references,
+        replies,
+        tokenizer=tokenizer,
+        reply_seconds=seconds,
+    )
 
 
 def generate(
@@ -558,6 +580,7 @@ def score_exported(
     rows = _prompt_ids(
         tokenizer, prompts, context=backend.context_length, max_new_tokens=max_new_tokens
     )
+    t = time.perf_counter()
     try:
         replies = [
             "".join(backend.stream_ids(ids, greedy)).strip()
@@ -565,7 +588,17 @@ def score_exported(
         ]
     finally:
         backend.close()
-    return _numbers(samples, encoded, nll, asked, references, replies)
+    seconds = time.perf_counter() - t
+    return _numbers(
+        samples,
+        encoded,
+        nll,
+        asked,
+        references,
+        replies,
+        tokenizer=tokenizer,
+        reply_seconds=seconds,
+    )
 
 
 # --- the table -----------------------------------------------------------------------------
@@ -577,6 +610,7 @@ COLUMNS = (
     ("bits_per_byte", "bits/byte", "{:.3f}"),
     ("rouge_l", "ROUGE-L", "{:.3f}"),
     ("bleu", "BLEU", "{:.3f}"),
+    ("reply_tokens_per_second", "reply tok/s", "{:.1f}"),
 )
 
 

@@ -33,6 +33,7 @@ import time
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -83,6 +84,9 @@ class TrainConfig:
     eval_every: int | None = None
     gradient_checkpointing: bool = True
     group_by_length: bool = True  # batches of similar length: little compute spent on padding
+    # a micro-batch's samples end to end in rows: no padding at all, but attention over the
+    # whole row; measured slower than length grouping alone on 2 CPU cores (benchmarks/)
+    packing: bool = False
     device: str = "auto"
     seed: int = SEED
     # what to do with an earlier run
@@ -253,6 +257,9 @@ def train(
     no_length_grouping: Annotated[
         bool, "random batches instead of batches of similar length (more padding)"
     ] = False,
+    packing: Annotated[
+        bool, "pack each micro-batch's samples into rows (no padding, block-diagonal attention)"
+    ] = False,
     device: Annotated[Literal["auto", "cpu", "cuda"], "where to train"] = "auto",
     seed: Annotated[int, "random seed"] = SEED,
     resume: Annotated[
@@ -271,6 +278,7 @@ def train(
             "--lora-dropout": lora_dropout != LORA_DROPOUT,
             "--no-gradient-checkpointing": no_gradient_checkpointing,
             "--no-length-grouping": no_length_grouping,
+            "--packing": packing,
         }
         given = [flag for flag, on in lora_only.items() if on]
         if given:
@@ -338,6 +346,7 @@ def train(
         assistant_only=not all_tokens,
         gradient_checkpointing=not no_gradient_checkpointing,
         group_by_length=not no_length_grouping,
+        packing=packing,
         device=device,
         seed=seed,
         resume=resume,
@@ -594,6 +603,7 @@ def run(
         # for QLoRA, prepare_model_for_kbit_training has already turned it on
         gradient_checkpointing=cfg.gradient_checkpointing and not cfg.qlora,
         group_by_length=cfg.group_by_length,
+        packed_row_tokens=max_length if cfg.packing else None,
         plan=plan,
         sched=sched,
         model=model,
@@ -735,6 +745,7 @@ def make_trainer(
     gradient_checkpointing: bool,
     plan: Plan,
     group_by_length: bool = True,
+    packed_row_tokens: int | None = None,
     sched: Schedule,
     model,
     tokenizer,
@@ -782,12 +793,17 @@ def make_trainer(
         dataloader_pin_memory=plan.device == "cuda",
         disable_tqdm=not progress,
     )
+    pad = tokenizer.pad_token_id
     trainer = Trainer(
         model=model,
         args=args,
         train_dataset=dataset.ChatDataset(train_set),
         eval_dataset=dataset.ChatDataset(val_set) if has_val else None,
-        data_collator=lambda batch: dataset.collate(batch, tokenizer.pad_token_id),
+        data_collator=(
+            partial(dataset.collate_packed, pad_id=pad, row_tokens=packed_row_tokens)
+            if packed_row_tokens
+            else partial(dataset.collate, pad_id=pad)
+        ),
         callbacks=[final_step_callback()],
     )
     if progress:

@@ -49,9 +49,9 @@ def test_bench_smoke(exported_llama, tmp_path):
     assert "| gguf-q4_k_m |" in md and "llama-cpp-python" in md
     assert (out / "latest.png").read_bytes()[:4] == b"\x89PNG"
     t = data["training"]
-    assert t["grouped"]["tokens"] == t["random"]["tokens"] > 0
+    assert t["packed"]["tokens"] == t["grouped"]["tokens"] == t["random"]["tokens"] > 0
     assert t["grouped"]["steps"] == t["random"]["steps"] == 2  # one epoch of 8, 4 per step
-    assert t["speedup"] > 0 and "length-grouped batches run" in md
+    assert t["speedup"] > 0 and "`balabol train`'s batches run" in md
 
 
 def test_bench_rows_for_an_lstm(exported_lstm, tmp_path):

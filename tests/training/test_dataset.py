@@ -170,3 +170,30 @@ def test_a_bad_line_names_the_file_and_line(tmp_path, line, message):
         f.write(line + "\n")
     with pytest.raises(DataError, match=message):
         list(dataset.read_jsonl(data / "train.jsonl"))
+
+
+@pytest.mark.parametrize("kind", ["llama", "gpt2", "gemma3"])
+def test_packed_rows_give_each_sample_the_logits_it_has_alone(tiny_model, kind):
+    """Samples packed end to end see only themselves (block-diagonal causal attention from
+    the restarting position_ids), so training on packed rows is training on each sample."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model(kind)).eval()
+    lengths = (7, 30, 12, 3)
+    samples = [
+        dataset.Encoded(list(range(5, 5 + n)), list(range(5, 5 + n)), n, False) for n in lengths
+    ]
+    b = dataset.collate_packed(samples, 0, row_tokens=45)
+    # 7 + 30 fit in 45, 12 does not: a second row with 12 + 3 and padding to 37
+    assert b["input_ids"].shape == (2, 37)
+    assert b["position_ids"][1].tolist() == [*range(12), *range(3), *range(22)]
+    assert b["labels"][0, 0] == b["labels"][0, 7] == dataset.IGNORE_INDEX  # sample starts
+    assert (b["labels"][1, 15:] == dataset.IGNORE_INDEX).all()  # padding
+    with torch.no_grad():
+        packed = model(input_ids=b["input_ids"], position_ids=b["position_ids"], use_cache=False)
+    for (row, at), s in zip([(0, 0), (0, 7), (1, 0), (1, 12)], samples, strict=True):
+        with torch.no_grad():
+            alone = model(input_ids=torch.tensor([s.input_ids])).logits[0]
+        got = packed.logits[row, at : at + len(s.input_ids)]
+        assert torch.allclose(got, alone, atol=1e-4), (kind, (got - alone).abs().max())

@@ -92,8 +92,11 @@ def test_cli_writes_json_and_prints_a_table(llama, tmp_path, capsys):
     result = json.loads((data / "eval" / f"base-{base.name}.json").read_text())
     assert result["model"] == f"base-{base.name}" and result["samples"] == 3
     assert set(result) >= {"perplexity", "bits_per_byte", "rouge_l", "bleu", "examples"}
+    assert result["reply_tokens"] > 0 and result["reply_tokens_per_second"] > 0
     header = next(line for line in out.splitlines() if line.startswith("model"))
-    assert header.split() == ["model", "samples", "ppl", "bits/byte", "ROUGE-L", "BLEU"]
+    assert header.split() == [
+        *("model", "samples", "ppl", "bits/byte", "ROUGE-L", "BLEU", "reply", "tok/s")
+    ]
     assert f"* base-{base.name}" in out
 
 
