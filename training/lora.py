@@ -61,8 +61,66 @@ CHAT_TEMPLATE_FILE = "chat_template.jinja"
 DEVICES = ("auto", "cpu", "cuda")
 
 
+class RunConfig:
+    """What every `balabol train --arch` config (frozen dataclasses with these fields: data,
+    name, out_dir, max_length, epochs, max_steps, lr, warmup_steps, batch_size,
+    micro_batch_size, eval_every, device, resume, force) shares: where the run writes, and
+    the checks of those options; messages name the CLI flag."""
+
+    LR_HINT = "LoRA usually 1e-4..1e-3"
+
+    def check_run(self, *, example_name: str, positive: dict[str, Any]) -> None:
+        if self.data is None:
+            raise ConfigError("--data is required: a directory written by `balabol data ...`")
+        object.__setattr__(self, "data", Path(self.data))
+        object.__setattr__(self, "out_dir", Path(self.out_dir))
+        name = self.name or self.data.resolve().name
+        if not name or "/" in name or name.startswith("."):
+            raise ConfigError(f"--name {name!r}: use a plain directory name like '{example_name}'")
+        object.__setattr__(self, "name", name)
+        positive = {
+            **positive,
+            "--max-length": self.max_length,
+            "--batch-size": self.batch_size,
+            "--micro-batch-size": self.micro_batch_size,
+            "--max-steps": self.max_steps,
+            "--eval-every": self.eval_every,
+        }
+        for flag, value in positive.items():
+            if value is not None and (not isinstance(value, int) or value < 1):
+                raise ConfigError(f"{flag} {value!r}: must be a whole number >= 1")
+        if self.micro_batch_size and self.batch_size % self.micro_batch_size:
+            raise ConfigError(
+                f"--batch-size {self.batch_size} must be a multiple of --micro-batch-size "
+                f"{self.micro_batch_size} (the rest is gradient accumulation)"
+            )
+        if not self.epochs > 0:
+            raise ConfigError(f"--epochs {self.epochs}: must be > 0")
+        if not 0 < self.lr < 1:
+            raise ConfigError(f"--lr {self.lr}: must be between 0 and 1 ({self.LR_HINT})")
+        if self.warmup_steps is not None and self.warmup_steps < 0:
+            raise ConfigError(f"--warmup-steps {self.warmup_steps}: must be >= 0")
+        if self.device not in DEVICES:
+            raise ConfigError(f"--device {self.device!r}: one of {', '.join(DEVICES)}")
+        if self.resume and self.force:
+            raise ConfigError("--resume and --force contradict each other; pass one")
+
+    @property
+    def out(self) -> Path:
+        return self.out_dir / self.name
+
+    @property
+    def work_dir(self) -> Path:
+        """Checkpoints of a run in progress; removed when the output is written."""
+        return self.out_dir / f".{self.name}.train"
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        return {k: str(v) if isinstance(v, Path) else v for k, v in d.items()}
+
+
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(RunConfig):
     base: str = "default"
     data: Path | None = None
     name: str | None = None
@@ -94,58 +152,14 @@ class TrainConfig:
     force: bool = False
 
     def __post_init__(self):
-        if self.data is None:
-            raise ConfigError("--data is required: a directory written by `balabol data ...`")
-        object.__setattr__(self, "data", Path(self.data))
-        object.__setattr__(self, "out_dir", Path(self.out_dir))
-        name = self.name or self.data.resolve().name
-        if not name or "/" in name or name.startswith("."):
-            raise ConfigError(f"--name {name!r}: use a plain directory name like 'me'")
-        object.__setattr__(self, "name", name)
         if self.lora_alpha is None:
             object.__setattr__(self, "lora_alpha", 2 * self.lora_r)
-        positive = {
-            "--lora-r": self.lora_r,
-            "--lora-alpha": self.lora_alpha,
-            "--max-length": self.max_length,
-            "--batch-size": self.batch_size,
-            "--micro-batch-size": self.micro_batch_size,
-            "--max-steps": self.max_steps,
-            "--eval-every": self.eval_every,
-        }
-        for flag, value in positive.items():
-            if value is not None and (not isinstance(value, int) or value < 1):
-                raise ConfigError(f"{flag} {value!r}: must be a whole number >= 1")
-        if self.micro_batch_size and self.batch_size % self.micro_batch_size:
-            raise ConfigError(
-                f"--batch-size {self.batch_size} must be a multiple of --micro-batch-size "
-                f"{self.micro_batch_size} (the rest is gradient accumulation)"
-            )
-        if not self.epochs > 0:
-            raise ConfigError(f"--epochs {self.epochs}: must be > 0")
-        if not 0 < self.lr < 1:
-            raise ConfigError(f"--lr {self.lr}: must be between 0 and 1 (LoRA usually 1e-4..1e-3)")
+        self.check_run(
+            example_name="me",
+            positive={"--lora-r": self.lora_r, "--lora-alpha": self.lora_alpha},
+        )
         if not 0 <= self.lora_dropout < 1:
             raise ConfigError(f"--lora-dropout {self.lora_dropout}: must be in [0, 1)")
-        if self.warmup_steps is not None and self.warmup_steps < 0:
-            raise ConfigError(f"--warmup-steps {self.warmup_steps}: must be >= 0")
-        if self.device not in DEVICES:
-            raise ConfigError(f"--device {self.device!r}: one of {', '.join(DEVICES)}")
-        if self.resume and self.force:
-            raise ConfigError("--resume and --force contradict each other; pass one")
-
-    @property
-    def out(self) -> Path:
-        return self.out_dir / self.name
-
-    @property
-    def work_dir(self) -> Path:
-        """Checkpoints of a run in progress; removed when the adapter is written."""
-        return self.out_dir / f".{self.name}.train"
-
-    def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        return {k: str(v) if isinstance(v, Path) else v for k, v in d.items()}
 
 
 # What must match for a checkpoint to be resumed (the rest may change between attempts).

@@ -63,7 +63,9 @@ class ArchSpec:
 
 
 @dataclass(frozen=True)
-class ScratchConfig:
+class ScratchConfig(lora.RunConfig):
+    LR_HINT = "from scratch ~1e-3"
+
     arch: str = "gpt-scratch"
     data: Path | None = None
     name: str | None = None
@@ -104,28 +106,15 @@ class ScratchConfig:
         for key, value in defaults.items():
             if getattr(self, key) is None:
                 object.__setattr__(self, key, value)
-        if self.data is None:
-            raise ConfigError("--data is required: a directory written by `balabol data ...`")
-        object.__setattr__(self, "data", Path(self.data))
-        object.__setattr__(self, "out_dir", Path(self.out_dir))
-        name = self.name or self.data.resolve().name
-        if not name or "/" in name or name.startswith("."):
-            raise ConfigError(f"--name {name!r}: use a plain directory name like 'jokes-gpt'")
-        object.__setattr__(self, "name", name)
-        positive = {
-            "--vocab-size": self.vocab_size,
-            "--n-layer": self.n_layer,
-            "--n-embd": self.n_embd,
-            "--n-head": self.n_head,
-            "--max-length": self.max_length,
-            "--batch-size": self.batch_size,
-            "--micro-batch-size": self.micro_batch_size,
-            "--max-steps": self.max_steps,
-            "--eval-every": self.eval_every,
-        }
-        for flag, value in positive.items():
-            if value is not None and (not isinstance(value, int) or value < 1):
-                raise ConfigError(f"{flag} {value!r}: must be a whole number >= 1")
+        self.check_run(
+            example_name="jokes-gpt",
+            positive={
+                "--vocab-size": self.vocab_size,
+                "--n-layer": self.n_layer,
+                "--n-embd": self.n_embd,
+                "--n-head": self.n_head,
+            },
+        )
         if self.vocab_size < 300:
             raise ConfigError(
                 f"--vocab-size {self.vocab_size}: at least 300 (256 bytes plus special tokens)"
@@ -134,35 +123,8 @@ class ScratchConfig:
             raise ConfigError(
                 f"--n-embd {self.n_embd} must be a multiple of --n-head {self.n_head}"
             )
-        if self.micro_batch_size and self.batch_size % self.micro_batch_size:
-            raise ConfigError(
-                f"--batch-size {self.batch_size} must be a multiple of --micro-batch-size "
-                f"{self.micro_batch_size} (the rest is gradient accumulation)"
-            )
-        if not self.epochs > 0:
-            raise ConfigError(f"--epochs {self.epochs}: must be > 0")
-        if not 0 < self.lr < 1:
-            raise ConfigError(f"--lr {self.lr}: must be between 0 and 1 (from scratch ~1e-3)")
         if not 0 <= self.dropout < 1:
             raise ConfigError(f"--dropout {self.dropout}: must be in [0, 1)")
-        if self.warmup_steps is not None and self.warmup_steps < 0:
-            raise ConfigError(f"--warmup-steps {self.warmup_steps}: must be >= 0")
-        if self.device not in lora.DEVICES:
-            raise ConfigError(f"--device {self.device!r}: one of {', '.join(lora.DEVICES)}")
-        if self.resume and self.force:
-            raise ConfigError("--resume and --force contradict each other; pass one")
-
-    @property
-    def out(self) -> Path:
-        return self.out_dir / self.name
-
-    @property
-    def work_dir(self) -> Path:
-        return self.out_dir / f".{self.name}.train"
-
-    def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        return {k: str(v) if isinstance(v, Path) else v for k, v in d.items()}
 
 
 # --- the tokenizer -------------------------------------------------------------------------
