@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from balabol.errors import ArtifactError, require
+from balabol.errors import require
 from runtime.base import DecoderBackend
 
 
@@ -25,20 +25,9 @@ class LstmOnnxBackend(DecoderBackend):
 
     @classmethod
     def open(cls, path: Path, *, tokenizer, context_length: int, fmt: str, threads: int):
-        ort = require("onnxruntime", extra="runtime")
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = threads
-        so.inter_op_num_threads = 1
-        so.log_severity_level = 3
-        try:
-            sess = ort.InferenceSession(
-                str(path / "model.onnx"), so, providers=["CPUExecutionProvider"]
-            )
-        except Exception as e:  # onnxruntime raises its own Fail/InvalidProtobuf types
-            raise ArtifactError(
-                f"onnxruntime cannot load {path}: {str(e).splitlines()[0][:200]}; the file is "
-                "corrupt or truncated, re-export with `balabol export --force`"
-            ) from e
+        from runtime.onnx_backend import open_session
+
+        sess = open_session(path / "model.onnx", threads)
         return cls(
             tokenizer=tokenizer,
             context_length=context_length,

@@ -18,6 +18,23 @@ from balabol.errors import ArtifactError, require
 from runtime.base import DecoderBackend
 
 
+def open_session(path: Path, threads: int):
+    """An onnxruntime CPU session, or an ArtifactError naming the file and the fix."""
+    ort = require("onnxruntime", extra="runtime")
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.log_severity_level = 3
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    try:
+        return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    except Exception as e:  # onnxruntime raises its own Fail/InvalidProtobuf types
+        raise ArtifactError(
+            f"onnxruntime cannot load {path}: {str(e).splitlines()[0][:200]}; the file is "
+            "corrupt or truncated, re-export with `balabol export --force`"
+        ) from e
+
+
 @dataclass
 class OnnxBackend(DecoderBackend):
     session: object = None
@@ -27,19 +44,7 @@ class OnnxBackend(DecoderBackend):
 
     @classmethod
     def open(cls, path: Path, *, tokenizer, context_length: int, fmt: str, threads: int):
-        ort = require("onnxruntime", extra="runtime")
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = threads
-        so.inter_op_num_threads = 1
-        so.log_severity_level = 3
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        try:
-            sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-        except Exception as e:  # onnxruntime raises its own Fail/InvalidProtobuf types
-            raise ArtifactError(
-                f"onnxruntime cannot load {path}: {str(e).splitlines()[0][:200]}; the file is "
-                "corrupt or truncated, re-export with `balabol export --force`"
-            ) from e
+        sess = open_session(path, threads)
         return cls(
             tokenizer=tokenizer,
             context_length=context_length,
