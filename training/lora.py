@@ -629,25 +629,18 @@ def run(
     train_seconds = fit(trainer, cfg, resume_step, callbacks, log)
 
     # 7. the adapter, its tokenizer and template, the config and the numbers
-    state = trainer.state
-    done_epochs = (state.epoch or 0.0) - sched.epochs * (resume_step or 0) / sched.steps
-    metrics = {
-        **history(state.log_history),
-        "steps": state.global_step,
-        "epochs": round(state.epoch or 0.0, 4),
-        "resumed_from_step": resume_step,
-        "seconds": round(time.perf_counter() - t_start, 2),
-        "train_seconds": round(train_seconds, 2),
-        "seconds_per_step": round(
-            train_seconds / max(state.global_step - (resume_step or 0), 1), 4
-        ),
-        "train_tokens_per_second": round(train_stats.tokens * done_epochs / train_seconds, 1),
-        "estimate_seconds": round(remaining, 2),
-        "peak_memory_bytes": peak_memory(plan.device),
-        "estimated_peak_memory_bytes": peak,
-        "device": dataclasses.asdict(plan),
-        "data": {"train": train_stats.as_dict(), "val": val_stats.as_dict()},
-    }
+    metrics = run_metrics(
+        trainer,
+        sched,
+        plan,
+        resume_step,
+        train_stats,
+        val_stats,
+        t_start=t_start,
+        train_seconds=train_seconds,
+        estimate=remaining,
+        peak=peak,
+    )
     record = {
         **cfg.to_dict(),
         "base_path": str(base),
@@ -698,6 +691,41 @@ def fit(trainer, cfg, resume_step: int | None, callbacks: Sequence[Any], log) ->
         log(f"\ninterrupted at step {step}; {where}. Run the same command to resume.")
         raise
     return time.perf_counter() - t_train
+
+
+def run_metrics(
+    trainer,
+    sched,
+    plan,
+    resume_step,
+    train_stats,
+    val_stats,
+    *,
+    t_start: float,
+    train_seconds: float,
+    estimate: float,
+    peak: int,
+) -> dict[str, Any]:
+    """The numbers every `balabol train --arch` writes to metrics.json."""
+    state = trainer.state
+    done_epochs = (state.epoch or 0.0) - sched.epochs * (resume_step or 0) / sched.steps
+    return {
+        **history(state.log_history),
+        "steps": state.global_step,
+        "epochs": round(state.epoch or 0.0, 4),
+        "resumed_from_step": resume_step,
+        "seconds": round(time.perf_counter() - t_start, 2),
+        "train_seconds": round(train_seconds, 2),
+        "seconds_per_step": round(
+            train_seconds / max(state.global_step - (resume_step or 0), 1), 4
+        ),
+        "train_tokens_per_second": round(train_stats.tokens * done_epochs / train_seconds, 1),
+        "estimate_seconds": round(estimate, 2),
+        "peak_memory_bytes": peak_memory(plan.device),
+        "estimated_peak_memory_bytes": peak,
+        "device": dataclasses.asdict(plan),
+        "data": {"train": train_stats.as_dict(), "val": val_stats.as_dict()},
+    }
 
 
 def check_splits(cfg, train_path, val_path, train_stats, val_stats, max_length, log) -> None:

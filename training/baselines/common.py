@@ -253,26 +253,19 @@ def run(
     train_seconds = lora.fit(trainer, cfg, resume_step, callbacks, log)
 
     # 6. the model directory
-    state = trainer.state
-    done_epochs = (state.epoch or 0.0) - sched.epochs * (resume_step or 0) / sched.steps
-    metrics = {
-        **lora.history(state.log_history),
-        "steps": state.global_step,
-        "epochs": round(state.epoch or 0.0, 4),
-        "resumed_from_step": resume_step,
-        "seconds": round(time.perf_counter() - t_start, 2),
-        "train_seconds": round(train_seconds, 2),
-        "seconds_per_step": round(
-            train_seconds / max(state.global_step - (resume_step or 0), 1), 4
-        ),
-        "train_tokens_per_second": round(train_stats.tokens * done_epochs / train_seconds, 1),
-        "estimate_seconds": round(remaining, 2),
-        "peak_memory_bytes": lora.peak_memory(plan.device),
-        "estimated_peak_memory_bytes": peak,
-        "parameters": n_params,
-        "device": dataclasses.asdict(plan),
-        "data": {"train": train_stats.as_dict(), "val": val_stats.as_dict()},
-    }
+    metrics = lora.run_metrics(
+        trainer,
+        sched,
+        plan,
+        resume_step,
+        train_stats,
+        val_stats,
+        t_start=t_start,
+        train_seconds=train_seconds,
+        estimate=remaining,
+        peak=peak,
+    )
+    metrics["parameters"] = n_params
     record = {
         **cfg.to_dict(),
         "architecture": spec.architecture,
