@@ -25,7 +25,7 @@ MANIFEST_NAME = "manifest.json"
 FORMATS: dict[str, tuple[str, str]] = {
     "torch": ("fp32", "hf"),
     "onnx": ("fp32", "onnx"),
-    "onnx-int8": ("int8-dynamic", "onnx-int8"),
+    "onnx-int8": ("int8-blockwise", "onnx-int8"),
     "gguf-f16": ("f16", "gguf/model-f16.gguf"),
     "gguf-q8_0": ("q8_0", "gguf/model-q8_0.gguf"),
     "gguf-q4_k_m": ("q4_k_m", "gguf/model-q4_k_m.gguf"),

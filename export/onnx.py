@@ -1,4 +1,10 @@
-"""ONNX fp32 with KV cache through optimum (`text-generation-with-past`).
+"""ONNX fp32 with KV cache through optimum (`text-generation-with-past`), then fused by
+onnxruntime's transformer optimizer where it knows the architecture.
+
+Residual + RMSNorm become SkipSimplifiedLayerNormalization and, for llama, each layer's
+attention one GroupQueryAttention node (export/gqa.py): SmolLM2-135M's graph goes from ~3150
+nodes per decode step to 400, and decodes ~1.4x faster in fp32 and int8 (benchmarks/);
+logits stay within 2e-4 of optimum's graph.
 
 Example: `balabol export` writes artifacts/<name>/onnx/model.onnx.
 """
@@ -7,13 +13,42 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
+import logging
 import shutil
 import warnings
 from pathlib import Path
 
 from balabol.errors import ExportError, require
+from export import gqa
 
 TOKENIZER_PREFIXES = ("tokenizer", "special_tokens", "chat_template", "generation_config")
+# HF model_type -> onnxruntime.transformers optimizer model type whose fusions match its
+# graph. Only architectures whose fused graph was checked against the parity gate.
+FUSIONS = {
+    "llama": "qwen3",
+    "gemma3_text": "qwen3",
+}  # "qwen3": decoder-only with RoPE, GQA, RMSNorm
+
+
+def fuse(model: Path, config: dict) -> dict[str, int]:
+    """Rewrite `model` in place with onnxruntime's fusions for its architecture (and llama's
+    attention as GroupQueryAttention); the fused operator counts (empty: none applied)."""
+    model_type = config.get("model_type", "")
+    kind = FUSIONS.get(model_type)
+    if kind is None or model.with_name(model.name + "_data").exists():
+        return {}  # unknown graph, or weights in a side file (over protobuf's 2 GB)
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    logging.getLogger("onnxruntime.transformers").setLevel(logging.WARNING)
+    # num_heads/hidden_size 0: read from the graph; opt_level 0: fusions only, the
+    # session does its own graph optimizations at load time
+    fused = optimize_model(str(model), model_type=kind, num_heads=0, hidden_size=0, opt_level=0)
+    stats = {k: v for k, v in fused.get_fused_operator_statistics().items() if v}
+    if model_type == "llama":
+        stats["GroupQueryAttention"] = gqa.to_gqa(fused.model, config)
+    fused.save_model_to_file(str(model), use_external_data_format=False)
+    return stats
 
 
 def export_onnx(hf_dir: Path, out_dir: Path) -> Path:
@@ -34,6 +69,8 @@ def export_onnx(hf_dir: Path, out_dir: Path) -> Path:
     model = out_dir / "model.onnx"
     if not model.is_file():
         raise ExportError(f"optimum wrote no model.onnx in {out_dir}: {sorted(out_dir.iterdir())}")
+    config = json.loads((hf_dir / "config.json").read_text(encoding="utf-8"))
+    fuse(model, config)
     # The tokenizer travels with the graph so the directory is self-contained.
     for f in hf_dir.iterdir():
         wanted = f.name.startswith(TOKENIZER_PREFIXES)

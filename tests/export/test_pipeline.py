@@ -53,7 +53,7 @@ def test_manifest_round_trips_and_records_parity(exported):
     assert onnx.parity["max_abs_logit_diff"] <= 1e-4
     int8 = loaded.artifact("onnx-int8")
     assert set(int8.details) >= {"kept_fp32", "graphs", "calibration_ppl_int8"}
-    assert all(c["MatMulInteger"] > 0 for c in int8.details["graphs"].values())
+    assert all(c["MatMulNBits"] > 0 for c in int8.details["graphs"].values())
     assert not list(root.parent.glob(f".{root.name}.partial-*"))
 
 
@@ -223,7 +223,7 @@ def test_int8_keeps_more_groups_in_fp32_until_the_parity_gate_accepts(exported_l
 
     def gate(path):
         seen.append(path)
-        return [] if len(seen) == 3 else ["greedy agreement 80% < 90%"]  # the third one passes
+        return [] if len(seen) == 4 else ["greedy agreement 80% < 90%"]  # the fourth one passes
 
     rep = int8.export_int8(
         root / "llama" / "onnx",
@@ -233,8 +233,9 @@ def test_int8_keeps_more_groups_in_fp32_until_the_parity_gate_accepts(exported_l
         accept=gate,
         log=lambda _: None,
     )
-    assert len(seen) == 3
-    assert len(rep.kept_fp32) == 2  # all quantized, then one group, then two: accepted
+    assert len(seen) == 4
+    # all quantized in blocks of 128, of 32, then one group kept in fp32, then two: accepted
+    assert len(rep.kept_fp32) == 2 and rep.block_size == int8.BLOCK_SIZES[-1]
     assert set(rep.kept_fp32) <= set(rep.groups)
     assert (tmp_path / "int8" / "model.onnx").is_file()
 
@@ -255,3 +256,16 @@ def test_int8_stops_asking_when_the_calibration_target_is_met_and_accepted(
         log=lambda _: None,
     )
     assert len(asked) == 1 and rep.kept_fp32 == [] and rep.groups == {}
+    assert rep.block_size == int8.BLOCK_SIZES[0]
+
+
+def test_llama_onnx_graphs_are_fused(exported_llama):
+    """Attention and residual + RMSNorm fused (export/onnx.py), in fp32 and in int8 made from it."""
+    import onnx
+
+    root, _ = exported_llama
+    for fmt in ("onnx", "onnx-int8"):
+        graph = onnx.load(str(root / "llama" / fmt / "model.onnx"), load_external_data=False).graph
+        ops = {n.op_type for n in graph.node}
+        assert {"GroupQueryAttention", "SkipSimplifiedLayerNormalization"} <= ops, (fmt, ops)
+        assert "Expand" not in ops and "Softmax" not in ops  # the old attention is gone
