@@ -40,6 +40,27 @@ def machine() -> dict:
     }
 
 
+def bytes_read_per_token(path: Path) -> int:
+    """What one decode step reads: the file, less embedding tables (a Gather reads one row
+    of them per token; an untied ONNX embedding is a separate table from the lm_head).
+    GGUF files count whole: a tied model's token_embd is also its output matrix."""
+    model = path / "model.onnx" if path.is_dir() else path
+    size = sum(f.stat().st_size for f in path.iterdir()) if path.is_dir() else path.stat().st_size
+    if model.suffix != ".onnx" or not model.is_file():
+        return size
+    import onnx
+
+    graph = onnx.load(str(model), load_external_data=False).graph
+    inits = {t.name: t for t in graph.initializer}
+    readers: dict[str, set] = {}
+    for node in graph.node:
+        for i, x in enumerate(node.input):
+            if x in inits:
+                readers.setdefault(x, set()).add((node.op_type, i))
+    gathered = [n for n, r in readers.items() if r == {("Gather", 0)}]
+    return size - sum(len(inits[n].raw_data) for n in gathered)
+
+
 def rows(results: dict) -> list[dict]:
     manifest = results["manifest"]
     ref_ppl = results["formats"].get("torch", {}).get("quality", {}).get("ppl")
@@ -69,8 +90,10 @@ def rows(results: dict) -> list[dict]:
             "ppl": q.get("ppl"),
             "ppl_ratio": q["ppl"] / ref_ppl if q.get("ppl") and ref_ppl else None,
             "bits_per_byte": q.get("bits_per_byte"),
-            # decode reads (at most) every weight once per token: tok/s x bytes vs bandwidth
-            "bandwidth_used": tps * a.bytes / (bw * 1e9) if tps and bw else None,
+            # decode reads every weight once per token: tok/s x bytes read vs bandwidth
+            "bandwidth_used": tps * r.get("bytes_read", a.bytes) / (bw * 1e9)
+            if tps and bw
+            else None,
         }
         out.append(row)
     return out
