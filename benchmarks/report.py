@@ -73,6 +73,7 @@ def rows(results: dict) -> list[dict]:
         a = manifest.artifact(fmt)
         ours, peer, q = r.get("ours", {}), r.get("peer", {}), r.get("quality", {})
         tps = ours.get("decode_tps")
+        read = bytes_read_per_token(Path(r["path"])) if r.get("path") else a.bytes
         row = {
             "format": fmt,
             "size_mb": a.bytes / 2**20,
@@ -91,7 +92,7 @@ def rows(results: dict) -> list[dict]:
             "ppl_ratio": q["ppl"] / ref_ppl if q.get("ppl") and ref_ppl else None,
             "bits_per_byte": q.get("bits_per_byte"),
             # decode reads every weight once per token: tok/s x bytes read vs bandwidth
-            "bandwidth_used": tps * r.get("bytes_read", a.bytes) / (bw * 1e9)
+            "bandwidth_used": tps * read / (bw * 1e9)
             if tps and bw
             else None,
         }
