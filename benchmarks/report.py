@@ -92,9 +92,7 @@ def rows(results: dict) -> list[dict]:
             "ppl_ratio": q["ppl"] / ref_ppl if q.get("ppl") and ref_ppl else None,
             "bits_per_byte": q.get("bits_per_byte"),
             # decode reads every weight once per token: tok/s x bytes read vs bandwidth
-            "bandwidth_used": tps * read / (bw * 1e9)
-            if tps and bw
-            else None,
+            "bandwidth_used": tps * read / (bw * 1e9) if tps and bw else None,
         }
         out.append(row)
     return out
