@@ -51,7 +51,9 @@ def fuse(model: Path, config: dict) -> dict[str, int]:
     return stats
 
 
-def export_onnx(hf_dir: Path, out_dir: Path) -> Path:
+def export_onnx(hf_dir: Path, out_dir: Path) -> tuple[Path, dict[str, int]]:
+    """out_dir/model.onnx and the fused operator counts (for the manifest: empty means the
+    graph is optimum's as written)."""
     require("optimum.exporters.onnx", extra="export")
     from optimum.exporters.onnx import main_export
 
@@ -70,10 +72,10 @@ def export_onnx(hf_dir: Path, out_dir: Path) -> Path:
     if not model.is_file():
         raise ExportError(f"optimum wrote no model.onnx in {out_dir}: {sorted(out_dir.iterdir())}")
     config = json.loads((hf_dir / "config.json").read_text(encoding="utf-8"))
-    fuse(model, config)
+    fused = fuse(model, config)
     # The tokenizer travels with the graph so the directory is self-contained.
     for f in hf_dir.iterdir():
         wanted = f.name.startswith(TOKENIZER_PREFIXES)
         if wanted and not (out_dir / f.name).exists():
             shutil.copy2(f, out_dir / f.name)
-    return model
+    return model, fused

@@ -174,8 +174,8 @@ def _build(cfg, name, base, spec, tmp: Path, log) -> Manifest:
     if "onnx" in cfg.formats or "onnx-int8" in cfg.formats:
 
         def build_onnx(t0):
-            model = onnx.export_onnx(hf, tmp / "onnx")
-            check("onnx", lambda: OnnxLM(model), t0)
+            model, fused = onnx.export_onnx(hf, tmp / "onnx")
+            check("onnx", lambda: OnnxLM(model), t0, {"fused_operators": fused})
 
         attempt("onnx", build_onnx)
     if "onnx-int8" in cfg.formats and (tmp / "onnx" / "model.onnx").is_file():

@@ -263,7 +263,9 @@ def test_llama_onnx_graphs_are_fused(exported_llama):
     """Attention and residual + RMSNorm fused (export/onnx.py), in fp32 and in int8 made from it."""
     import onnx
 
-    root, _ = exported_llama
+    root, manifest = exported_llama
+    fused = manifest.artifact("onnx").details["fused_operators"]
+    assert fused["GroupQueryAttention"] == fused["SkipSimplifiedLayerNormalization"] // 2 > 0
     for fmt in ("onnx", "onnx-int8"):
         graph = onnx.load(str(root / "llama" / fmt / "model.onnx"), load_external_data=False).graph
         ops = {n.op_type for n in graph.node}
