@@ -13,6 +13,7 @@ Example: `balabol train --data data/me --name me` reads data/me/train.jsonl thro
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -263,45 +264,67 @@ def collate(batch: Sequence[Encoded | Mapping], pad_id: int):
     return {"input_ids": input_ids, "attention_mask": mask, "labels": labels}
 
 
-def collate_packed(batch: Sequence[Encoded | Mapping], pad_id: int, row_tokens: int):
-    """The samples laid end to end in rows of at most `row_tokens` (a longer sample gets a
-    row of its own): almost no padding. position_ids restart at 0 for every sample and no
-    attention_mask is passed, from which transformers builds a block-diagonal causal mask
-    (masking_utils.find_packed_sequence_indices), so no sample sees another; the first
-    token of each sample has no label, as it must not be predicted from the previous one."""
+def collate_packed(batch: Sequence[Encoded | Mapping]):
+    """The samples laid end to end in one row: no padding at all. position_ids restart at 0
+    for every sample, and `cu_seq_lens_q`/`cu_seq_lens_k` (where each sample starts, then
+    the row's end) reach the model's attention function, which gives each sample a causal
+    attention of its own (training/attention.py). Under transformers' stock attention the
+    restarting position_ids alone give a block-diagonal mask
+    (masking_utils.find_packed_sequence_indices), so no sample sees another either way. The
+    first token of each sample has no label: it must not be predicted from the previous
+    sample. `logits_to_keep` asks the model for the logits at labelled positions only (see
+    `packed_loss`): on chat data most positions are prompt, and the LM head with its
+    cross-entropy over the vocabulary is a large part of a small model's work."""
     import torch
 
-    rows: list[list[tuple[list[int], list[int]]]] = [[]]
-    used = 0
+    input_ids: list[int] = []
+    labels: list[int] = []
+    positions: list[int] = []
+    starts = [0]
     for b in batch:
         ids, labs = (
             (b.input_ids, b.labels) if isinstance(b, Encoded) else (b["input_ids"], b["labels"])
         )
-        if rows[-1] and used + len(ids) > row_tokens:
-            rows.append([])
-            used = 0
-        rows[-1].append((ids, [IGNORE_INDEX, *labs[1:]]))
-        used += len(ids)
-    width = max(sum(len(ids) for ids, _ in row) for row in rows)
-    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    labels = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)
-    # padding at a row's end counts on from 0 as well: a segment of its own, seen by no one
-    position_ids = torch.zeros((len(rows), width), dtype=torch.long)
-    for r, row in enumerate(rows):
-        at = 0
-        for ids, labs in row:
-            input_ids[r, at : at + len(ids)] = torch.tensor(ids)
-            labels[r, at : at + len(labs)] = torch.tensor(labs)
-            position_ids[r, at : at + len(ids)] = torch.arange(len(ids))
-            at += len(ids)
-        position_ids[r, at:] = torch.arange(width - at)
+        input_ids += ids
+        labels += [IGNORE_INDEX, *labs[1:]]
+        positions += range(len(ids))
+        starts.append(starts[-1] + len(ids))
+    cu = torch.tensor(starts, dtype=torch.int32)
+    longest = max(b - a for a, b in itertools.pairwise(starts))
+    label_row = torch.tensor([labels])
     # use_cache=False: with a cache object transformers does not look for packed sequences
     return {
-        "input_ids": input_ids,
-        "labels": labels,
-        "position_ids": position_ids,
+        "input_ids": torch.tensor([input_ids]),
+        "labels": label_row,
+        # the positions whose next token has a label: the only logits the loss needs
+        "logits_to_keep": (label_row[0, 1:] != IGNORE_INDEX).nonzero()[:, 0],
+        "position_ids": torch.tensor([positions]),
+        "cu_seq_lens_q": cu,
+        "cu_seq_lens_k": cu,
+        "max_length_q": longest,
+        "max_length_k": longest,
         "use_cache": False,
     }
+
+
+def packed_loss(outputs, labels, num_items_in_batch=None):
+    """The causal LM loss of a `collate_packed` batch, whose logits are those of the
+    positions in its `logits_to_keep`: the same sum over labelled tokens as transformers'
+    ForCausalLMLoss, divided by num_items_in_batch (the labels in the whole optimizer step,
+    as the HF Trainer counts them) or, without it, by the labels in this batch. For the
+    Trainer's `compute_loss_func`."""
+    import torch.nn.functional as F
+
+    shifted = labels[:, 1:]
+    targets = shifted[shifted != IGNORE_INDEX]
+    logits = outputs.logits.float().reshape(-1, outputs.logits.shape[-1])
+    if logits.shape[0] != targets.shape[0]:
+        raise ValueError(
+            f"packed loss: {logits.shape[0]} logits for {targets.shape[0]} labels; the batch "
+            "must come from collate_packed, which asks for the labelled positions only"
+        )
+    loss = F.cross_entropy(logits, targets.to(logits.device), reduction="sum")
+    return loss / (num_items_in_batch if num_items_in_batch is not None else max(len(targets), 1))
 
 
 class ChatDataset:

@@ -41,7 +41,7 @@ from balabol import bases
 from balabol.errors import BaseModelError, ConfigError, DataError, require
 from balabol.prompt import CHAT_TEMPLATE, template_sha256
 from balabol.settings import adapters_dir
-from training import dataset, targets
+from training import attention, dataset, targets
 
 # --- defaults, all in one place ----------------------------------------------------------
 EPOCHS = 3.0
@@ -62,6 +62,13 @@ CONFIG_FILE = "training_config.json"
 METRICS_FILE = "metrics.json"
 CHAT_TEMPLATE_FILE = "chat_template.jinja"
 DEVICES = ("auto", "cpu", "cuda")
+# How samples become batches (benchmarks/test_training.py measures them side by side):
+#   packed   each micro-batch's samples end to end in one row, one causal attention per
+#            sample (training/attention.py) and logits at labelled positions only: no
+#            compute on padding; random order
+#   grouped  samples of similar length together, padded to the longest of each batch
+#   random   random batches padded to their longest sample: what a plain Trainer run does
+BATCHING = ("packed", "grouped", "random")
 
 
 class RunConfig:
@@ -144,10 +151,7 @@ class TrainConfig(RunConfig):
     micro_batch_size: int | None = None
     eval_every: int | None = None
     gradient_checkpointing: bool = True
-    group_by_length: bool = True  # batches of similar length: little compute spent on padding
-    # a micro-batch's samples end to end in rows: no padding at all, but attention over the
-    # whole row; measured slower than length grouping alone on 2 CPU cores (benchmarks/)
-    packing: bool = False
+    batching: str = "packed"  # one of BATCHING
     device: str = "auto"
     seed: int = SEED
     # what to do with an earlier run
@@ -163,6 +167,8 @@ class TrainConfig(RunConfig):
         )
         if not 0 <= self.lora_dropout < 1:
             raise ConfigError(f"--lora-dropout {self.lora_dropout}: must be in [0, 1)")
+        if self.batching not in BATCHING:
+            raise ConfigError(f"--batching {self.batching!r}: one of {', '.join(BATCHING)}")
 
 
 # What must match for a checkpoint to be resumed (the rest may change between attempts).
@@ -271,12 +277,11 @@ def train(
         bool, "compute the loss on every token, not only assistant replies"
     ] = False,
     no_gradient_checkpointing: Annotated[bool, "keep activations (faster, more memory)"] = False,
-    no_length_grouping: Annotated[
-        bool, "random batches instead of batches of similar length (more padding)"
-    ] = False,
-    packing: Annotated[
-        bool, "pack each micro-batch's samples into rows (no padding, block-diagonal attention)"
-    ] = False,
+    batching: Annotated[
+        Literal["packed", "grouped", "random"],
+        "packed: each micro-batch's samples in one row, no padding; grouped: similar lengths "
+        "padded together; random: padded random batches (a plain Trainer run)",
+    ] = "packed",
     device: Annotated[Literal["auto", "cpu", "cuda"], "where to train"] = "auto",
     seed: Annotated[int, "random seed"] = SEED,
     resume: Annotated[
@@ -294,8 +299,7 @@ def train(
             "--lora-alpha": lora_alpha is not None,
             "--lora-dropout": lora_dropout != LORA_DROPOUT,
             "--no-gradient-checkpointing": no_gradient_checkpointing,
-            "--no-length-grouping": no_length_grouping,
-            "--packing": packing,
+            "--batching": batching != "packed",
         }
         given = [flag for flag, on in lora_only.items() if on]
         if given:
@@ -362,8 +366,7 @@ def train(
         eval_every=eval_every,
         assistant_only=not all_tokens,
         gradient_checkpointing=not no_gradient_checkpointing,
-        group_by_length=not no_length_grouping,
-        packing=packing,
+        batching=batching,
         device=device,
         seed=seed,
         resume=resume,
@@ -428,6 +431,8 @@ def _load_model(base: Path | str, cfg: TrainConfig, plan: Plan, spec, new_token_
     from transformers import AutoModelForCausalLM
 
     kwargs: dict[str, Any] = {"dtype": torch.float32}
+    if cfg.batching == "packed":  # one causal attention per packed sample, not a row mask
+        kwargs["attn_implementation"] = attention.register()
     if cfg.qlora:
         require("bitsandbytes", extra="train")
         from transformers import BitsAndBytesConfig
@@ -619,8 +624,7 @@ def run(
         seed=cfg.seed,
         # for QLoRA, prepare_model_for_kbit_training has already turned it on
         gradient_checkpointing=cfg.gradient_checkpointing and not cfg.qlora,
-        group_by_length=cfg.group_by_length,
-        packed_row_tokens=max_length if cfg.packing else None,
+        batching=cfg.batching,
         plan=plan,
         sched=sched,
         model=model,
@@ -723,11 +727,24 @@ def run_metrics(
             train_seconds / max(state.global_step - (resume_step or 0), 1), 4
         ),
         "train_tokens_per_second": round(train_stats.tokens * done_epochs / train_seconds, 1),
+        **padding(trainer),
         "estimate_seconds": round(estimate, 2),
         "peak_memory_bytes": peak_memory(plan.device),
         "estimated_peak_memory_bytes": peak,
         "device": dataclasses.asdict(plan),
         "data": {"train": train_stats.as_dict(), "val": val_stats.as_dict()},
+    }
+
+
+def padding(trainer) -> dict[str, Any]:
+    """The token positions this run's training steps computed over (padding included) and
+    the share of them that was padding, for a trainer that counts them."""
+    processed = getattr(trainer, "processed_tokens", 0)
+    if not processed:
+        return {}
+    return {
+        "train_tokens_processed": processed,
+        "padding_fraction": round(1 - trainer.real_tokens / processed, 4),
     }
 
 
@@ -789,8 +806,7 @@ def make_trainer(
     seed: int,
     gradient_checkpointing: bool,
     plan: Plan,
-    group_by_length: bool = True,
-    packed_row_tokens: int | None = None,
+    batching: str = "grouped",  # scratch models (baselines/) take padded batches
     sched: Schedule,
     model,
     tokenizer,
@@ -829,7 +845,7 @@ def make_trainer(
         gradient_checkpointing=gradient_checkpointing,
         gradient_checkpointing_kwargs={"use_reentrant": False},
         # similar lengths in a batch: less compute spent on padding (benchmarks/test_training.py)
-        group_by_length=group_by_length,
+        group_by_length=batching == "grouped",
         remove_unused_columns=False,
         label_names=["labels"],
         prediction_loss_only=True,  # eval needs the loss only, not (B, T, V) logits kept
@@ -838,17 +854,30 @@ def make_trainer(
         dataloader_pin_memory=plan.device == "cuda",
         disable_tqdm=not progress,
     )
+
+    class CountingTrainer(Trainer):
+        """Counts the token positions the training steps compute over, padding included,
+        and the real tokens among them (a packed row has no padding, so no mask)."""
+
+        processed_tokens = 0
+        real_tokens = 0
+
+        def training_step(self, model, inputs, *args, **kwargs):
+            ids = inputs["input_ids"]
+            self.processed_tokens += ids.numel()
+            mask = inputs.get("attention_mask")
+            self.real_tokens += ids.numel() if mask is None else int(mask.sum())
+            return super().training_step(model, inputs, *args, **kwargs)
+
     pad = tokenizer.pad_token_id
-    trainer = Trainer(
+    packed = batching == "packed"
+    trainer = CountingTrainer(
         model=model,
         args=args,
         train_dataset=dataset.ChatDataset(train_set),
         eval_dataset=dataset.ChatDataset(val_set) if has_val else None,
-        data_collator=(
-            partial(dataset.collate_packed, pad_id=pad, row_tokens=packed_row_tokens)
-            if packed_row_tokens
-            else partial(dataset.collate, pad_id=pad)
-        ),
+        data_collator=(dataset.collate_packed if packed else partial(dataset.collate, pad_id=pad)),
+        compute_loss_func=dataset.packed_loss if packed else None,
         callbacks=[final_step_callback()],
     )
     if progress:
@@ -939,7 +968,15 @@ def summary(cfg, m: dict, *, what: str = "adapter", next_cmd: str | None = None)
             f"{duration(m['train_seconds'])} ({m['seconds_per_step']:.3f} s/step, "
             f"estimated {duration(m['estimate_seconds'])})",
         ),
-        ("tokens/s", f"{m['train_tokens_per_second']:.0f}"),
+        (
+            "tokens/s",
+            f"{m['train_tokens_per_second']:.0f}"
+            + (
+                f" ({m['padding_fraction']:.0%} of the work on padding)"
+                if "padding_fraction" in m
+                else ""
+            ),
+        ),
         (
             "peak memory",
             f"{size(m['peak_memory_bytes'])} (estimated {size(m['estimated_peak_memory_bytes'])})",

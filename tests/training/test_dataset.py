@@ -172,28 +172,60 @@ def test_a_bad_line_names_the_file_and_line(tmp_path, line, message):
         list(dataset.read_jsonl(data / "train.jsonl"))
 
 
+@pytest.mark.parametrize("attn", ["sdpa", "packed"])
 @pytest.mark.parametrize("kind", ["llama", "gpt2", "gemma3"])
-def test_packed_rows_give_each_sample_the_logits_it_has_alone(tiny_model, kind):
-    """Samples packed end to end see only themselves (block-diagonal causal attention from
-    the restarting position_ids), so training on packed rows is training on each sample."""
+def test_packed_rows_give_each_sample_the_logits_it_has_alone(tiny_model, kind, attn, monkeypatch):
+    """Samples packed end to end see only themselves, under transformers' SDPA (a
+    block-diagonal mask from the restarting position_ids) and under training/attention.py
+    (one causal attention per sample), so training on a packed row is training on each
+    sample."""
     import torch
     from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(tiny_model(kind)).eval()
+    from training import attention
+
+    impl = attention.register() if attn == "packed" else "sdpa"
+    model = AutoModelForCausalLM.from_pretrained(tiny_model(kind), attn_implementation=impl)
+    model.eval()
     lengths = (7, 30, 12, 3)
     samples = [
         dataset.Encoded(list(range(5, 5 + n)), list(range(5, 5 + n)), n, False) for n in lengths
     ]
-    b = dataset.collate_packed(samples, 0, row_tokens=45)
-    # 7 + 30 fit in 45, 12 does not: a second row with 12 + 3 and padding to 37
-    assert b["input_ids"].shape == (2, 37)
-    assert b["position_ids"][1].tolist() == [*range(12), *range(3), *range(22)]
-    assert b["labels"][0, 0] == b["labels"][0, 7] == dataset.IGNORE_INDEX  # sample starts
-    assert (b["labels"][1, 15:] == dataset.IGNORE_INDEX).all()  # padding
+    b = dataset.collate_packed(samples)
+    assert b["input_ids"].shape == b["labels"].shape == (1, 52)
+    assert b["position_ids"][0].tolist() == [*range(7), *range(30), *range(12), *range(3)]
+    assert b["cu_seq_lens_q"].tolist() == [0, 7, 37, 49, 52]
+    assert b["max_length_q"] == 30
+    starts = b["labels"][0, [0, 7, 37, 49]]
+    assert (starts == dataset.IGNORE_INDEX).all()  # no sample is predicted from the one before
+    assert b["labels"][0, 8:37].tolist() == list(range(6, 35))
+    batch = {k: v for k, v in b.items() if k not in ("labels", "logits_to_keep")}
+    import transformers.integrations.sdpa_attention as sdpa
+
+    widths = []  # the query lengths attention is computed over
+    stock = sdpa.sdpa_attention_forward
+    monkeypatch.setattr(
+        sdpa,
+        "sdpa_attention_forward",
+        lambda module, q, *a, **k: widths.append(q.shape[2]) or stock(module, q, *a, **k),
+    )
     with torch.no_grad():
-        packed = model(input_ids=b["input_ids"], position_ids=b["position_ids"], use_cache=False)
-    for (row, at), s in zip([(0, 0), (0, 7), (1, 0), (1, 12)], samples, strict=True):
+        packed = model(**batch).logits[0]
+    monkeypatch.undo()
+    # each sample on its own, in every layer; GPT2LMHeadModel does not hand the collator's
+    # cu_seq_lens down to its attention, so GPT-2 gets the block-diagonal mask instead
+    if attn == "packed" and kind != "gpt2":
+        assert set(widths) == {7, 30, 12, 3} and len(widths) % 4 == 0
+    for at, s in zip((0, 7, 37, 49), samples, strict=True):
         with torch.no_grad():
             alone = model(input_ids=torch.tensor([s.input_ids])).logits[0]
-        got = packed.logits[row, at : at + len(s.input_ids)]
+        got = packed[at : at + len(s.input_ids)]
         assert torch.allclose(got, alone, atol=1e-4), (kind, (got - alone).abs().max())
+
+    # the loss from the labelled positions' logits only is the model's own loss on the row
+    with torch.no_grad():
+        full = model(**batch, labels=b["labels"]).loss
+        kept = model(**batch, logits_to_keep=b["logits_to_keep"])
+    assert kept.logits.shape[1] == (b["labels"][0, 1:] != dataset.IGNORE_INDEX).sum() == 48
+    assert torch.allclose(dataset.packed_loss(kept, b["labels"]), full, atol=1e-5)
+    assert torch.allclose(dataset.packed_loss(kept, b["labels"], 96), full / 2, atol=1e-5)

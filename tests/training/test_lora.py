@@ -291,6 +291,31 @@ def test_the_cpu_keeps_the_effective_batch_with_accumulation(tmp_path, batch, mi
     assert (plan.micro_batch, plan.accumulation) == want
 
 
+@pytest.mark.parametrize(
+    ("capability", "card", "precision"),
+    [((7, 5), "Tesla T4", "fp16"), ((8, 0), "NVIDIA A100-SXM4-40GB", "bf16")],
+)
+def test_a_gpu_trains_in_half_precision_without_accumulation(
+    tmp_path, monkeypatch, capability, card, precision
+):
+    """No GPU here: torch.cuda is made to report one, to check the plan (not a GPU run).
+    A T4 gets fp16 (it has no fast bf16), Ampere and newer bf16; the whole batch fits."""
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *_: capability)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *_: card)
+    plan = plan_device(TrainConfig(data=tmp_path, batch_size=16))
+    assert (plan.device, plan.precision, plan.micro_batch, plan.accumulation) == (
+        "cuda",
+        precision,
+        16,
+        1,
+    )
+    assert card in plan.describe() and precision in plan.describe()
+    assert plan_device(TrainConfig(data=tmp_path, device="cpu")).device == "cpu"
+
+
 BAD_CONFIGS = {
     "no-data": ({"data": None}, "--data is required"),
     "micro-batch": (
@@ -398,10 +423,11 @@ def test_cli_prints_the_error_without_a_traceback(tmp_path, capsys):
     assert err.startswith("error: data directory") and "Traceback" not in err
 
 
-@pytest.mark.parametrize("grouped", [True, False])
-def test_length_grouping_batches_similar_lengths(tiny_model, tmp_path, grouped):
-    """`balabol train` batches samples of similar length (less padding) unless
-    --no-length-grouping; benchmarks/test_training.py measures what it buys."""
+@pytest.mark.parametrize("batching", ["packed", "grouped", "random"])
+def test_batching_spends_little_or_no_compute_on_padding(tiny_model, tmp_path, batching):
+    """`balabol train` packs each batch into one row (no padding at all); --batching grouped
+    batches samples of similar length (little padding); random batches pad to their longest
+    sample. benchmarks/test_training.py measures what each buys."""
     from transformers import AutoModelForCausalLM
 
     from training import dataset
@@ -422,36 +448,49 @@ def test_length_grouping_batches_similar_lengths(tiny_model, tmp_path, grouped):
         train_set=train_set,
         val_set=[],
         progress=False,
-        group_by_length=grouped,
+        batching=batching,
     )
     padded = sum(b["input_ids"].numel() for b in trainer.get_train_dataloader())
     real = sum(lengths)
     # grouped: short with short, long with long; random: nearly every batch has a long one
-    assert (padded < 1.15 * real) if grouped else (padded > 1.5 * real)
+    want = {
+        "packed": padded == real,
+        "grouped": padded < 1.15 * real,
+        "random": padded > 1.5 * real,
+    }
+    assert want[batching], (padded, real)
 
 
-def test_the_cli_turns_length_grouping_and_packing_off(tmp_path, monkeypatch):
+def test_the_cli_chooses_the_batching(tmp_path, monkeypatch, capsys):
     import training.lora as lora
 
     seen = []
     monkeypatch.setattr(lora, "run", lambda cfg, **_: seen.append(cfg))
-    assert cli(["train", "--data", str(tmp_path), "--no-length-grouping", "--packing"]) == 0
+    assert cli(["train", "--data", str(tmp_path), "--batching", "random"]) == 0
     assert cli(["train", "--data", str(tmp_path)]) == 0
-    assert [(c.group_by_length, c.packing) for c in seen] == [(False, True), (True, False)]
+    assert [c.batching for c in seen] == ["random", "packed"]
+    with pytest.raises(SystemExit):
+        cli(["train", "--data", str(tmp_path), "--batching", "sorted"])
+    assert "invalid choice: 'sorted'" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="--batching 'sorted': one of packed, grouped, random"):
+        TrainConfig(data=tmp_path, batching="sorted")
 
 
 # not gpt2: its own dropout (0.1) draws different masks for packed shapes; its packed logits
 # are checked exactly in test_dataset.py
 @pytest.mark.parametrize("kind", ["llama", "gemma3"])
 def test_packed_training_learns_like_padded_training(tiny_model, tmp_path, kind):
-    """--packing trains on the same tokens: same seed, same batches, nearly the same losses."""
+    """Packed batches are the random padded batches without the padding: same seed, same
+    samples per step, nearly the same losses, and no compute spent on padding."""
     data = write_data(tmp_path / "toy")
-    losses = {}
-    for packing in (False, True):
-        out = tmp_path / f"a-{packing}"
+    losses, padding = {}, {}
+    for batching in ("random", "packed"):
+        out = tmp_path / f"a-{batching}"
         # no LoRA dropout: its random masks follow the tensors' shapes, which packing changes
-        cfg = config(tiny_model(kind), data, out, max_steps=6, packing=packing, lora_dropout=0.0)
+        cfg = config(tiny_model(kind), data, out, max_steps=6, batching=batching, lora_dropout=0.0)
         m = run(cfg, log=quiet(), progress=False).metrics
-        losses[packing] = [e["loss"] for e in m["eval"]]
-    assert losses[True][-1] < losses[True][0]
-    assert losses[True] == pytest.approx(losses[False], rel=1e-3)
+        losses[batching] = [e["loss"] for e in m["eval"]]
+        padding[batching] = m["padding_fraction"]
+    assert losses["packed"][-1] < losses["packed"][0]
+    assert losses["packed"] == pytest.approx(losses["random"], rel=1e-3)
+    assert padding["packed"] == 0 < padding["random"]
