@@ -132,26 +132,33 @@ def markdown(results: dict, table: list[dict], when: str) -> str:
 
 
 def training_markdown(t: dict | None) -> str:
-    if not t:
+    if not t or "shapes" not in t:
         return ""
     what = {
-        "grouped": "grouped, padded (default)",
-        "packed": "grouped + packed (--packing)",
-        "random": "random, padded (plain Trainer)",
+        "packed": "packed, one row per batch (default)",
+        "grouped": "similar lengths, padded (`--batching grouped`)",
+        "random": "random, padded (`--batching random`, a plain Trainer run)",
     }
-    rows = [
-        f"| {what[mode]} | {t[mode]['real_tokens_per_second']:.0f} | "
-        f"{t[mode]['train_seconds']:.0f} | {t[mode]['peak_memory_mb']} |"
-        for mode in what
-        if mode in t
-    ]
+    rows, lines = [], []
+    for shape, runs in t["shapes"].items():
+        r = runs["random"]
+        lines.append(
+            f"- {shape} data ({r['tokens']} real tokens, {r['target_tokens']} of them with a "
+            f"label): **{runs['speedup']:.2f}×** the real tokens/s of random padded batches "
+            f"(length grouping: {runs['grouped_speedup']:.2f}×)."
+        )
+        rows += [
+            f"| {shape} | {label} | {runs[mode]['real_tokens_per_second']:.0f} | "
+            f"{100 * runs[mode]['padding']:.0f}% | {runs[mode]['train_seconds']:.0f} | "
+            f"{runs[mode]['peak_memory_mb']} |"
+            for mode, label in what.items()
+            if mode in runs
+        ]
     return (
-        f"\nLoRA training, one epoch of {t['samples']} chat samples ({t['random']['tokens']} real "
-        f"tokens), {t['batch']} per step, CPU: `balabol train`'s batches run "
-        f"**{t['speedup']:.2f}×** the real tokens/s of random padded batches.\n\n"
-        "| batches | real tokens/s | seconds | peak RSS MB |\n|---|---:|---:|---:|\n"
-        + "\n".join(rows)
-        + "\n"
+        f"\nLoRA training, one epoch of {t['samples']} samples, {t['batch']} per step, CPU:\n\n"
+        + "\n".join(lines)
+        + "\n\n| data | batches | real tokens/s | padding | seconds | peak RSS MB |\n"
+        "|---|---|---:|---:|---:|---:|\n" + "\n".join(rows) + "\n"
     )
 
 

@@ -48,10 +48,14 @@ def test_bench_smoke(exported_llama, tmp_path):
     md = (out / "latest.md").read_text()
     assert "| gguf-q4_k_m |" in md and "llama-cpp-python" in md
     assert (out / "latest.png").read_bytes()[:4] == b"\x89PNG"
-    t = data["training"]
-    assert t["packed"]["tokens"] == t["grouped"]["tokens"] == t["random"]["tokens"] > 0
-    assert t["grouped"]["steps"] == t["random"]["steps"] == 2  # one epoch of 8, 4 per step
-    assert t["speedup"] > 0 and "`balabol train`'s batches run" in md
+    shapes = data["training"]["shapes"]
+    assert set(shapes) == {"uniform", "chat"}
+    for runs in shapes.values():
+        assert runs["packed"]["tokens"] == runs["grouped"]["tokens"] == runs["random"]["tokens"]
+        assert [runs[m]["steps"] for m in ("packed", "grouped", "random")] == [2, 2, 2]
+        assert runs["packed"]["padding"] == 0 < runs["random"]["padding"]
+        assert runs["speedup"] > 0 and runs["grouped_speedup"] > 0
+    assert "- chat data (" in md and "| uniform | packed, one row per batch (default) |" in md
 
 
 def test_bench_rows_for_an_lstm(exported_lstm, tmp_path):
