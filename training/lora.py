@@ -10,8 +10,9 @@ The story of `run`:
     gradient accumulation so the effective batch is the same;
  4. load the base (4-bit nf4 with --qlora), wrap the architecture's layers with LoRA;
  5. measure one step on the longest samples and print the time and peak-memory estimate;
- 6. train with the HF Trainer: warmup + cosine LR, eval on val every N steps, checkpoints
-    in adapters/.NAME.train/ (an interrupted run resumes from the last one);
+ 6. train with the HF Trainer: each batch packed into one row without padding (BATCHING),
+    warmup + cosine LR, eval on val every N steps, checkpoints in adapters/.NAME.train/
+    (an interrupted run resumes from the last one);
  7. save the best adapter, its tokenizer and chat template, the config and the metrics into
     a temporary directory renamed to adapters/NAME/ only when complete.
 
