@@ -28,6 +28,7 @@ import pytest
 from benchmarks.conftest import RESULTS
 
 BATCH = 4  # sequences per optimizer step, no accumulation: the same for every run
+BALABOL = str(Path(sys.executable).parent / "balabol")
 MODES = ("packed", "grouped", "random")  # `balabol train --batching MODE`; packed is the default
 
 
@@ -38,7 +39,7 @@ def _texts() -> str:
 
 
 def write_data(out: Path, n: int, seed: int = 0) -> Path:
-    """ "uniform": n chat samples whose replies are 1 to 12 consecutive sentences of the
+    """The "uniform" data: n chat samples whose replies are 1 to 12 consecutive sentences of the
     shipped texts, lengths spread evenly from ~20 to ~400 tokens."""
     sentences = [s for s in re.split(r"(?<=[.!?])\s+", _texts().replace("\n", " ")) if s.strip()]
     rng = random.Random(seed)
@@ -57,7 +58,7 @@ def write_data(out: Path, n: int, seed: int = 0) -> Path:
 
 
 def write_chat_data(out: Path, n: int, seed: int = 0) -> Path:
-    """ "chat": a two-person Telegram export made up here, through `balabol data telegram`.
+    """The "chat" data: a two-person Telegram export made up here, through `balabol data telegram`.
     Assumed shape, not measured from a real chat: message lengths log-normal (median 6
     words, sigma 1, at most 200; consecutive words of the shipped texts), a new sender for
     60% of messages, a pause of 3-48 h before 8% of them (a new session). The importer
@@ -90,8 +91,7 @@ def write_chat_data(out: Path, n: int, seed: int = 0) -> Path:
     export.write_text(
         json.dumps({"name": "Bob", "type": "personal_chat", "id": 2, "messages": messages})
     )
-    balabol = str(Path(sys.executable).parent / "balabol")
-    cmd = [balabol, "data", "telegram", "--input", str(export), "--persona", "Ann"]
+    cmd = [BALABOL, "data", "telegram", "--input", str(export), "--persona", "Ann"]
     subprocess.run([*cmd, "--name", "chat", "--out-dir", str(out)], check=True, capture_output=True)
     data = out / "chat"
     train = (data / "train.jsonl").read_text().splitlines()
@@ -107,7 +107,7 @@ DATA = {"uniform": write_data, "chat": write_chat_data}
 
 def train_once(base: Path, data: Path, out: Path, mode: str, n: int) -> dict:
     cmd = [
-        *(str(Path(sys.executable).parent / "balabol"), "train"),
+        *(BALABOL, "train"),
         *("--base", str(base), "--data", str(data), "--name", mode),
         *("--out-dir", str(out), "--max-steps", str(n // BATCH), "--batch-size", str(BATCH)),
         *("--micro-batch-size", str(BATCH), "--eval-every", str(n), "--max-length", "512"),

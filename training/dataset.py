@@ -13,7 +13,6 @@ Example: `balabol train --data data/me --name me` reads data/me/train.jsonl thro
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import json
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -290,7 +289,6 @@ def collate_packed(batch: Sequence[Encoded | Mapping]):
         positions += range(len(ids))
         starts.append(starts[-1] + len(ids))
     cu = torch.tensor(starts, dtype=torch.int32)
-    longest = max(b - a for a, b in itertools.pairwise(starts))
     label_row = torch.tensor([labels])
     # use_cache=False: with a cache object transformers does not look for packed sequences
     return {
@@ -301,8 +299,6 @@ def collate_packed(batch: Sequence[Encoded | Mapping]):
         "position_ids": torch.tensor([positions]),
         "cu_seq_lens_q": cu,
         "cu_seq_lens_k": cu,
-        "max_length_q": longest,
-        "max_length_k": longest,
         "use_cache": False,
     }
 

@@ -807,7 +807,7 @@ def make_trainer(
     seed: int,
     gradient_checkpointing: bool,
     plan: Plan,
-    batching: str = "grouped",  # scratch models (baselines/) take padded batches
+    batching: str,
     sched: Schedule,
     model,
     tokenizer,

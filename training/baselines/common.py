@@ -242,6 +242,7 @@ def run(
         lr=cfg.lr,
         seed=cfg.seed,
         gradient_checkpointing=False,  # small models: activations fit, recomputing costs time
+        batching="grouped",  # padded: packing needs a transformers model's attention kwargs
         plan=plan,
         sched=sched,
         model=model,
