@@ -10,8 +10,7 @@ Example: `balabol generate --format onnx-int8 --max-new-tokens 64 "Hello"`.
 from __future__ import annotations
 
 import threading
-import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Hashable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Protocol, runtime_checkable
 
@@ -19,7 +18,7 @@ import numpy as np
 
 from balabol.errors import ConfigError
 from balabol.prompt import FEW_SHOT_STOP, FEW_SHOT_TEMPLATE, encode_chat, encode_text
-from runtime.sampling import Sampler
+from runtime.decoding import Decoding, Stats, TextStream  # noqa: F401 (re-exported)
 
 
 @dataclass(frozen=True)
@@ -54,20 +53,6 @@ class GenerationConfig:
         return cls(max_new_tokens=max_new_tokens, temperature=0, repetition_penalty=1.0)
 
 
-@dataclass(frozen=True)
-class Stats:
-    prompt_tokens: int
-    new_tokens: int
-    ttft: float  # seconds from call to first token chosen
-    seconds: float  # total
-    stopped_by: str  # eos | stop | length | cancel
-
-    @property
-    def tokens_per_second(self) -> float:
-        decode = self.seconds - self.ttft
-        return (self.new_tokens - 1) / decode if self.new_tokens > 1 and decode > 0 else 0.0
-
-
 @runtime_checkable
 class Backend(Protocol):
     format: str
@@ -92,37 +77,6 @@ class Backend(Protocol):
     def close(self) -> None: ...
 
 
-class TextStream:
-    """Incremental detokenization: emits only complete characters (no split UTF-8)."""
-
-    def __init__(self, tokenizer):
-        self.tokenizer = tokenizer
-        self.ids: list[int] = []
-        self.prefix = 0
-        self.read = 0
-
-    def push(self, token: int) -> str:
-        self.ids.append(token)
-        decode = self.tokenizer.decode
-        before = decode(self.ids[self.prefix : self.read], skip_special_tokens=True)
-        now = decode(self.ids[self.prefix :], skip_special_tokens=True)
-        if len(now) > len(before) and not now.endswith("\ufffd"):
-            self.prefix, self.read = self.read, len(self.ids)
-            return now[len(before) :]
-        return ""
-
-
-def _held_back(text: str, stops: Sequence[str]) -> int:
-    """How many trailing characters of text could be the start of a stop string."""
-    best = 0
-    for s in stops:
-        for n in range(min(len(s) - 1, len(text)), 0, -1):
-            if text.endswith(s[:n]):
-                best = max(best, n)
-                break
-    return best
-
-
 @dataclass
 class DecoderBackend:
     """Shared loop. Subclasses set format/context_length and implement the three hooks."""
@@ -132,15 +86,21 @@ class DecoderBackend:
     format: str = "?"
     eos_ids: frozenset[int] = field(default_factory=frozenset)
     last_stats: Stats | None = None
+    reused: int = 0  # prompt tokens the last _prefill did not recompute
 
     # --- hooks -------------------------------------------------------------------------
-    def _prefill(self, ids: list[int]) -> np.ndarray:
-        """Run the prompt; return (V,) logits of its last position."""
+    def _prefill(self, ids: list[int], key: Hashable | None = None) -> np.ndarray:
+        """Run the prompt; return (V,) logits of its last position. `key` names the chat:
+        a backend that keeps a KV state per chat reuses the key's longest shared prefix
+        (and reports how many tokens it reused in `self.reused`)."""
         raise NotImplementedError
 
     def _step(self, token: int) -> np.ndarray:
         """Append one token; return its (V,) next-token logits."""
         raise NotImplementedError
+
+    def _end(self, *, failed: bool = False) -> None:
+        """The reply ended (failed: by an error, so its state may be half-written)."""
 
     def close(self) -> None:
         pass
@@ -156,17 +116,24 @@ class DecoderBackend:
             self.tokenizer, messages, system=system, template=self.tokenizer.chat_template
         )
 
+    def request(self, messages, config: GenerationConfig) -> tuple[list[int], GenerationConfig]:
+        """The prompt ids of a chat and the config to answer it with."""
+        if self.tokenizer.chat_template == FEW_SHOT_TEMPLATE:
+            # a base model continues the transcript: its reply ends where the next turn starts
+            config = replace(config, stop=(*config.stop, *FEW_SHOT_STOP))
+        return self.encode_chat(messages), config
+
     def stream(
         self,
         messages,
         config: GenerationConfig = GenerationConfig(),
         *,
         cancel: threading.Event | None = None,
+        key: Hashable | None = None,
     ) -> Iterator[str]:
-        if self.tokenizer.chat_template == FEW_SHOT_TEMPLATE:
-            # a base model continues the transcript: its reply ends where the next turn starts
-            config = replace(config, stop=(*config.stop, *FEW_SHOT_STOP))
-        return self.stream_ids(self.encode_chat(messages), config, cancel=cancel)
+        """The reply to a chat, streamed; `key` names the chat whose KV state to reuse."""
+        ids, config = self.request(messages, config)
+        return self.stream_ids(ids, config, cancel=cancel, key=key)
 
     def generate(
         self,
@@ -174,8 +141,9 @@ class DecoderBackend:
         config: GenerationConfig = GenerationConfig(),
         *,
         cancel: threading.Event | None = None,
+        key: Hashable | None = None,
     ) -> str:
-        return "".join(self.stream(messages, config, cancel=cancel))
+        return "".join(self.stream(messages, config, cancel=cancel, key=key))
 
     def complete(
         self,
@@ -190,53 +158,43 @@ class DecoderBackend:
         return self.stream_ids(ids, config, cancel=cancel)
 
     def stream_ids(
-        self, ids: list[int], config: GenerationConfig, *, cancel: threading.Event | None = None
+        self,
+        ids: list[int],
+        config: GenerationConfig,
+        *,
+        cancel: threading.Event | None = None,
+        key: Hashable | None = None,
     ) -> Iterator[str]:
-        if len(ids) >= self.context_length:
-            raise ConfigError(
-                f"the prompt has {len(ids)} tokens but the model's context is "
-                f"{self.context_length}; shorten it (chat sessions trim old turns for you)"
-            )
-        max_new = min(config.max_new_tokens, self.context_length - len(ids))
-        sampler = Sampler(
-            temperature=config.temperature,
-            top_k=config.top_k,
-            top_p=config.top_p,
-            repetition_penalty=config.repetition_penalty,
-            seed=config.seed,
+        """The single-stream loop: the model reads one token per step (runtime/decoding.py
+        holds what a reply is; the batching scheduler drives the same `Decoding`)."""
+        d = Decoding(
+            self.tokenizer,
+            ids,
+            config,
+            eos_ids=self.eos_ids,
+            context_length=self.context_length,
         )
-        text, pending, out = TextStream(self.tokenizer), "", []
-        t0 = time.perf_counter()
-        ttft, stopped = 0.0, "length"
-        logits = self._prefill(list(ids))
-        history = list(ids)
-        for i in range(max_new):
-            token = sampler(logits, history)
-            if i == 0:
-                ttft = time.perf_counter() - t0
-            if token in self.eos_ids and not config.ignore_eos:
-                stopped = "eos"
-                break
-            out.append(token)
-            history.append(token)
-            pending += text.push(token)
-            if config.stop:
-                cut = min((pending.find(s) for s in config.stop if s in pending), default=-1)
-                if cut >= 0:
-                    pending, stopped = pending[:cut], "stop"
+        failed = False
+        try:
+            self.reused = 0
+            token = d.push(self._prefill(list(ids), key))
+            d.cached_tokens = self.reused
+            while True:
+                if piece := d.take():
+                    yield piece
+                if token is None:
                     break
-                keep = _held_back(pending, config.stop)
-                if len(pending) > keep:
-                    yield pending[: len(pending) - keep]
-                    pending = pending[len(pending) - keep :]
-            elif pending:
-                yield pending
-                pending = ""
-            if cancel is not None and cancel.is_set():
-                stopped = "cancel"
-                break
-            if i + 1 < max_new:
-                logits = self._step(token)
-        if pending:
-            yield pending
-        self.last_stats = Stats(len(ids), len(out), ttft, time.perf_counter() - t0, stopped)
+                if cancel is not None and cancel.is_set():
+                    d.cancel()
+                    break
+                token = d.push(self._step(token))
+            if piece := d.take():
+                yield piece
+        except GeneratorExit:  # the caller stopped reading: the state is still sound
+            raise
+        except BaseException:
+            failed = True
+            raise
+        finally:
+            self._end(failed=failed)
+            self.last_stats = d.stats

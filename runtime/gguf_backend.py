@@ -1,23 +1,28 @@
-"""The llama.cpp backend (llama-cpp-python) for the GGUF files.
+"""The llama.cpp backend (llama-cpp-python's low-level API) for the GGUF files.
 
-Logits come straight from llama.cpp's buffer (no per-step list copies), and a new prompt
-that extends the previous one (the next turn of a chat) reuses the KV cache for the
-shared prefix, so time to first token grows with the new message, not the history.
+Each chat (`key`) keeps its KV state between turns, in a slot of runtime/gguf_engine.py or
+saved to host memory, so the next turn reads only its new message: time to first token
+grows with the new message, not the history or the number of users. Logits are read
+straight from llama.cpp's buffer.
 
 Example: `balabol chat --format gguf-q4_k_m`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from balabol.errors import ArtifactError, require
+from balabol.errors import ArtifactError
 from runtime.base import DecoderBackend
+from runtime.gguf_engine import GgufEngine, Slot
+from runtime.kvcache import StateCache, budget_bytes
 
 GGUF_MAGIC = b"GGUF"
+SOLO = "solo"  # the key of callers that name no chat (balabol generate, benchmarks)
 
 
 def check_gguf_header(path: Path) -> None:
@@ -33,57 +38,62 @@ def check_gguf_header(path: Path) -> None:
 
 @dataclass
 class GgufBackend(DecoderBackend):
-    llm: object = None
+    engine: GgufEngine | None = None
+    _slot: Slot | None = None
 
     @classmethod
-    def open(cls, path: Path, *, tokenizer, context_length: int, fmt: str, threads: int):
-        llama_cpp = require("llama_cpp", extra="runtime")
+    def open(
+        cls,
+        path: Path,
+        *,
+        tokenizer,
+        context_length: int,
+        fmt: str,
+        threads: int,
+        parallel: int = 1,
+        cache: StateCache | None = None,
+    ):
         check_gguf_header(path)
-        try:
-            llm = llama_cpp.Llama(
-                model_path=str(path),
-                n_ctx=context_length,
-                n_threads=threads,
-                n_threads_batch=threads,
-                n_batch=512,
-                logits_all=False,
-                verbose=False,
-            )
-        except ValueError as e:
-            raise ArtifactError(f"llama.cpp cannot load {path} ({e}); re-export it") from e
+        engine = GgufEngine(
+            path,
+            n_slots=parallel,
+            n_ctx_per_slot=context_length,
+            threads=threads,
+            cache=cache if cache is not None else StateCache(budget_bytes()),
+        )
         return cls(
             tokenizer=tokenizer,
-            context_length=context_length,
+            context_length=engine.n_ctx_per_slot,
             format=fmt,
             eos_ids=frozenset({tokenizer.eos_token_id}),
-            llm=llm,
+            engine=engine,
         )
 
-    def _logits(self) -> np.ndarray:
-        import llama_cpp
+    def _prefill(self, ids, key: Hashable | None = None):
+        self._end()
+        slot = self._slot = self.engine.claim(SOLO if key is None else key, ids)
+        self.reused = slot.reused
+        return self.engine.prefill(slot, ids)
 
-        ptr = llama_cpp.llama_get_logits_ith(self.llm._ctx.ctx, -1)
-        return np.ctypeslib.as_array(ptr, shape=(self.llm.n_vocab(),))
+    def _step(self, token) -> np.ndarray:
+        (logits,) = self.engine.decode([(self._slot, [token], True)])
+        return logits
 
-    def _prefill(self, ids):
-        llm = self.llm
-        # keep the KV cache of the longest common prefix (at least one token is re-run)
-        old = llm.input_ids[: llm.n_tokens]
-        n = min(len(old), len(ids) - 1)
-        eq = old[:n] == np.asarray(ids[:n], dtype=old.dtype)
-        same = n if eq.all() else int(np.argmin(eq))
-        llm.n_tokens = same  # eval() drops the cache beyond n_tokens
-        llm.eval(ids[same:])
-        return self._logits()
-
-    def _step(self, token):
-        self.llm.eval([token])
-        return self._logits()
+    def _end(self, *, failed: bool = False) -> None:
+        if self._slot is not None:
+            self.engine.release(self._slot, keep=not failed)
+            self._slot = None
 
     def reset(self):
-        self.llm.reset()
+        """Forget every cached chat state (benchmarks measure a cold prompt)."""
+        self._end()
+        for slot in self.engine.slots:
+            if slot.key is not None:
+                self.engine.forget(slot.key)
+        self.engine.cache.clear()
 
     def close(self):
-        if self.llm is not None:
-            self.llm.close()
-            self.llm = None
+        if self.engine is not None:
+            self._slot = None
+            self.engine.close()
+            self.engine = None

@@ -30,10 +30,10 @@ def _onnx(path, **k):
     return OnnxBackend.open(path / "model.onnx", **k)
 
 
-def _gguf(*a, **k):
+def _gguf(*a, parallel: int = 1, **k):
     from runtime.gguf_backend import GgufBackend
 
-    return GgufBackend.open(*a, **k)
+    return GgufBackend.open(*a, parallel=parallel, **k)
 
 
 def _lstm_onnx(*a, **k):
@@ -140,8 +140,10 @@ def load(
     root: Path | None = None,
     verify_sha: bool = False,
     n_threads: int | None = None,
+    parallel: int = 1,
 ):
-    """A ready backend for `artifact` in format `fmt` (a format name or auto/gguf)."""
+    """A ready backend for `artifact` in format `fmt` (a format name or auto/gguf).
+    `parallel`: how many chats the gguf backend decodes together (its KV slots)."""
     from runtime.tokenizer import Tokenizer
 
     path = artifact_dir(artifact, root)
@@ -153,12 +155,14 @@ def load(
     tokenizer = Tokenizer(path / "hf")
     ctx = min(manifest.context_length or 2048, MAX_CONTEXT)
     opener = ARCH_BACKENDS.get((manifest.architecture, entry.format), BACKENDS[entry.format])
+    extra = {"parallel": parallel} if opener is _gguf else {}
     backend = opener(
         path / entry.path,
         tokenizer=tokenizer,
         context_length=ctx,
         fmt=entry.format,
         threads=n_threads or threads(),
+        **extra,
     )
     backend.artifact = manifest.name
     return backend

@@ -52,7 +52,7 @@ class LstmOnnxBackend(DecoderBackend):
         self._state = (h, c)
         return logits[0, -1]
 
-    def _prefill(self, ids):
+    def _prefill(self, ids, key=None):
         self._state = self._zero
         return self._run(ids)
 
@@ -90,7 +90,7 @@ class LstmTorchBackend(DecoderBackend):
         self._state = out.state
         return out.logits[0, -1].numpy()
 
-    def _prefill(self, ids):
+    def _prefill(self, ids, key=None):
         return self._forward(ids, None)
 
     def _step(self, token):

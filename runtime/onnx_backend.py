@@ -96,7 +96,7 @@ class OnnxBackend(DecoderBackend):
         self._pos += s
         return outs[0].numpy()[0, -1]
 
-    def _prefill(self, ids):
+    def _prefill(self, ids, key=None):
         self._past, self._pos = dict(self._empty), 0
         return self._run(ids)
 

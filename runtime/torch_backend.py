@@ -46,7 +46,7 @@ class TorchBackend(DecoderBackend):
         self._past = out.past_key_values
         return out.logits[0, -1].float().numpy()
 
-    def _prefill(self, ids):
+    def _prefill(self, ids, key=None):
         self._past = None
         return self._forward(ids)
 

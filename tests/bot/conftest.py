@@ -67,17 +67,21 @@ class Generation:
 class Backend:
     """A cached real backend seen through a Loader: records, and optionally slows, replies."""
 
+    # the scheduler then serves one reply at a time through `stream` below, where replies are
+    # recorded and slowed; batched decoding has its own tests (tests/runtime/test_multichat.py)
+    engine = None
+
     def __init__(self, backend, loader: Loader):
         self._backend, self._loader = backend, loader
 
     def __getattr__(self, name):
         return getattr(self._backend, name)
 
-    def stream(self, messages, config, *, cancel=None):
+    def stream(self, messages, config, *, cancel=None, key=None):
         self._loader.generations.append(Generation(self._backend.format, messages, config))
         if self._loader.gate is not None:
             self._loader.gate.wait(10)
-        pieces = self._backend.stream(messages, config, cancel=cancel)
+        pieces = self._backend.stream(messages, config, cancel=cancel, key=key)
         for i, piece in enumerate(pieces):
             if i == self._loader.fail_after:
                 raise RuntimeError("the model broke down")

@@ -66,10 +66,11 @@ def test_gguf_reuses_the_prompt_prefix_without_changing_results(backends):
         {"role": "user", "content": "More"},
     ]
     first, _ = greedy_ids(b, PROMPTS[0])
-    continued, _ = greedy_ids(b, long)  # shares the first prompt as a prefix
-    b.llm.reset()  # n_tokens = 0: nothing reused
-    cold, _ = greedy_ids(b, long)
+    continued, warm = greedy_ids(b, long)  # shares the first prompt as a prefix
+    b.reset()  # nothing reused
+    cold, stats = greedy_ids(b, long)
     assert continued == cold and first
+    assert warm.cached_tokens > 0 and stats.cached_tokens == 0
 
 
 def test_stream_never_splits_a_character(backends):
