@@ -214,4 +214,3 @@ def _load_model(base: Path | str, cfg: TrainConfig, plan: Plan, spec, new_token_
     save = model.save_pretrained
     model.save_pretrained = lambda *a, **k: save(*a, **{"save_embedding_layers": False, **k})
     return model
-
