@@ -20,7 +20,7 @@ from runtime import GenerationConfig, load
 from tests.conftest import export_tiny
 from training import dataset, evaluate
 from training.baselines import ARCHS, ScratchConfig, run
-from training.lora import TrainResult, last_checkpoint_step
+from training.harness import TrainResult, last_checkpoint_step
 
 from .helpers import chat, write_data
 

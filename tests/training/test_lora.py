@@ -14,7 +14,9 @@ from balabol.errors import BaseModelError, ConfigError, DataError, UnsupportedAr
 from balabol.manifest import Manifest
 from balabol.prompt import CHAT_TEMPLATE, EOS_TOKEN
 from training import evaluate, targets
-from training.lora import TrainConfig, TrainResult, last_checkpoint_step, plan_device, run
+from training.harness import TrainResult, last_checkpoint_step
+from training.lora import TrainConfig, run
+from training.plan import plan_device
 
 from .helpers import build_plain_gpt2, chat, write_data, write_jsonl
 
@@ -412,7 +414,7 @@ def test_importing_the_commands_does_not_import_torch():
     import subprocess
     import sys
 
-    code = "import sys, training.lora, training.evaluate; print('torch' in sys.modules)"
+    code = "import sys, training.train, training.evaluate; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 
@@ -431,7 +433,8 @@ def test_batching_spends_little_or_no_compute_on_padding(tiny_model, tmp_path, b
     from transformers import AutoModelForCausalLM
 
     from training import dataset
-    from training.lora import Plan, Schedule, make_trainer
+    from training.plan import Plan, Schedule
+    from training.trainer import make_trainer
 
     # the HF sampler sorts within "megabatches" of up to 50 batches, fewer on small sets
     lengths = [5, 120, 9, 100, 7, 110, 6, 130] * 50

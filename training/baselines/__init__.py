@@ -5,22 +5,21 @@
     balabol export --base models/jokes-gpt    # ONNX, int8, GGUF, like any HF directory
     balabol export --base models/jokes-lstm   # ONNX with explicit (h, c) state
 
-Both train their own byte-level BPE tokenizer on the train split (common.py), then share
-LoRA training's data encoding, schedule, HF Trainer, progress, eval, best-checkpoint and
-resume machinery (training/lora.py); each module holds only what differs.
+Both train their own byte-level BPE tokenizer on the train split (common.py), then run the
+harness LoRA runs too (training/harness.py: data encoding, schedule, HF Trainer, progress,
+eval, best checkpoint, resume, atomic write); each architecture module (scratch_gpt.py,
+lstm.py) holds only what differs, as an `ArchSpec` (spec.py) in `common.ARCHS`.
 """
 
 from __future__ import annotations
 
-from training import lora
-from training.baselines import common, lstm, scratch_gpt
-from training.baselines.common import ArchSpec, ScratchConfig
-
-# --arch -> what differs; "lora" (the default) is training/lora.py itself
-ARCHS: dict[str, ArchSpec] = {spec.name: spec for spec in (scratch_gpt.SPEC, lstm.SPEC)}
+from training.baselines import common
+from training.baselines.common import ARCHS, ScratchConfig
+from training.baselines.spec import ArchSpec
+from training.harness import TrainResult
 
 
-def run(cfg: ScratchConfig, **kwargs) -> lora.TrainResult:
+def run(cfg: ScratchConfig, **kwargs) -> TrainResult:
     """Train cfg.arch from scratch (kwargs: log, callbacks, progress as lora.run)."""
     return common.run(ARCHS[cfg.arch], cfg, **kwargs)
 

@@ -10,7 +10,7 @@ Example: `balabol train --arch lstm --data data/jokes --name jokes-lstm --n-embd
 from __future__ import annotations
 
 from balabol import lstm
-from training.baselines.common import ArchSpec
+from training.baselines.spec import ArchSpec
 
 DEFAULTS = {
     "n_layer": 2,

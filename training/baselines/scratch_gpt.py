@@ -9,7 +9,7 @@ Example: `balabol train --arch gpt-scratch --data data/jokes --name jokes-gpt --
 
 from __future__ import annotations
 
-from training.baselines.common import ArchSpec
+from training.baselines.spec import ArchSpec
 
 # ~10 layers as the seed systems' GPT; 256 wide: ~8 M parameters plus 2 M of embeddings
 # (8k vocabulary, tied with the head), trainable on a CPU
