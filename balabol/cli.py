@@ -9,12 +9,12 @@ whole, flattened into flags whose help is the docstring of each field:
 gives `balabol generate "Hi" --temperature 0 --max-new-tokens 64`; a `bool` field `x` gives
 `--x/--no-x`, so a flag once spelled `--no-x` still parses, now as the negative of `x`.
 
-Why cyclopts and not typer: typer (on click) has no dataclass parameters, so every command
-would re-list its config's fields as function parameters with the help copied next to them;
-cyclopts flattens the dataclass (`Parameter(name="*")`), reads help from the field docstrings,
-and validates by building the frozen config, whose own errors name the flag. It also has
-`--x/--no-x` for every bool, `Annotated` metadata instead of default-value magic, and lazy
-commands ("module:function" paths) that keep torch, and even numpy, out of `balabol --help`.
+Why cyclopts and not typer: typer (on click) takes no dataclass parameters, so every command
+would re-list its config's fields as function parameters, help copied next to each; cyclopts
+flattens the dataclass (`Parameter(name="*")`), reads the help from the field docstrings, and
+validates by building the frozen config, whose own errors name the flag. Its booleans are
+`--x/--no-x` without declaring both names, and its lazy commands ("module:attribute" paths)
+keep torch, and even numpy, out of `balabol --help`. It also generates shell completion.
 
 Legacy form: a parameter annotated `Annotated[T, "help"]` (a plain string, as `train` and
 `eval` still are) keeps working: `_adapt` turns the string into cyclopts help. To convert
@@ -132,7 +132,8 @@ def _help(ep: EntryPoint) -> str | None:
     return None
 
 
-def build_app(commands: dict[str, EntryPoint] | None = None) -> App:
+def build_app() -> App:
+    """The root app: every registered command, loaded only when it is run or asked for help."""
     app = App(
         name="balabol",
         help="Balabol: your own text and a small model, as an offline bot.",
@@ -144,7 +145,7 @@ def build_app(commands: dict[str, EntryPoint] | None = None) -> App:
         default_parameter=Parameter(consume_multiple=True, negative_iterable=()),
         suppress_keyboard_interrupt=False,
     )
-    for name, ep in sorted((commands if commands is not None else _commands()).items()):
+    for name, ep in sorted(_commands().items()):
         app.command(f"{__name__}:{_LAZY}{name}", name=name, help=_help(ep))
     app.register_install_completion_command(
         help="Install shell completion for balabol (bash, zsh, fish; --shell to choose)."
@@ -184,7 +185,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         result = app(tokens, exit_on_error=False, print_error=False, result_action="return_value")
     except CycloptsError as e:
         cause = e.__cause__
-        if isinstance(cause, BalabolError):  # a config rejected a value while parsing
+        # a config rejected a value while cyclopts built it, and cyclopts wrapped the error
+        # (it does for members of a union, `T | None`)
+        if isinstance(cause, BalabolError):
             print(f"error: {cause}", file=sys.stderr)
             return 1
         print(f"error: {_explain(e)}", file=sys.stderr)
