@@ -1,97 +1,199 @@
-"""`balabol <command>`: the command table. Each stage registers typed functions under the
-`balabol.commands` entry-point group (see pyproject.toml); a function's signature is its CLI.
+"""`balabol <command>`: the command table, on cyclopts. Each stage registers its commands under
+the `balabol.commands` entry-point group (pyproject.toml); `balabol/` never imports a stage by
+name. A command is a typed function, or a cyclopts `App` holding subcommands (`balabol data
+telegram|dialogues|corpus`). Its signature is its CLI, and a frozen config dataclass is taken
+whole, flattened into flags whose help is the docstring of each field:
 
-    def export(*, base: Annotated[str, "base model: default or a directory"] = "default"): ...
+    def generate(prompt: str, /, *, sampling: Annotated[Sampling, Parameter(name="*")]): ...
 
-becomes `balabol export --base default`. Parameters before `*` are positional; `bool`
-parameters are flags; `Literal[...]` gives choices; the docstring's first line is the help.
+gives `balabol generate "Hi" --temperature 0 --max-new-tokens 64`; a `bool` field `x` gives
+`--x/--no-x`, so a flag once spelled `--no-x` still parses, now as the negative of `x`.
 
-Example: `balabol export --base default --name smollm2-135m-instruct`
+Why cyclopts and not typer: typer (on click) takes no dataclass parameters, so every command
+would re-list its config's fields as function parameters, help copied next to each; cyclopts
+flattens the dataclass (`Parameter(name="*")`), reads the help from the field docstrings, and
+validates by building the frozen config, whose own errors name the flag. Its booleans are
+`--x/--no-x` without declaring both names, and its lazy commands ("module:attribute" paths)
+keep torch, and even numpy, out of `balabol --help`. It also generates shell completion.
+
+Legacy form: a parameter annotated `Annotated[T, "help"]` (a plain string, as `train` and
+`eval` still are) keeps working: `_adapt` turns the string into cyclopts help. To convert
+such a command, replace the strings by `Parameter(help=...)`, or better, take its config
+dataclass with `Parameter(name="*")` and move the help onto the fields.
+
+Errors: a bad flag or value prints `error: ...` and exits 2 (SystemExit, as argparse did); a
+`BalabolError`, raised by a command or by a config rejecting a value, prints `error: ...` and
+returns 1. Neither shows a traceback.
+
+Example: `balabol data telegram --input result.json --name me --persona Anna --no-links`
 """
 
 from __future__ import annotations
 
-import argparse
+import ast
+import functools
+import importlib.util
 import inspect
 import sys
-import types
 import typing
 from collections.abc import Callable, Sequence
-from importlib.metadata import entry_points
+from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args, get_origin
+
+from cyclopts import App, Parameter
+from cyclopts.exceptions import CoercionError, CycloptsError
 
 from balabol import __version__
 from balabol.errors import BalabolError
 
 GROUP = "balabol.commands"
+# cyclopts loads a lazy command from "module:attribute"; `balabol.cli:command_NAME` is served
+# by this module's __getattr__, which loads entry point NAME and adapts its legacy help.
+_LAZY = "command_"
 
 
-def _commands() -> dict[str, Any]:
+def _commands() -> dict[str, EntryPoint]:
     return {ep.name: ep for ep in entry_points(group=GROUP)}
 
 
-def _unwrap(tp: Any) -> tuple[Any, str]:
-    """(type, help) from `Annotated[T, "help"]`, with `T | None` reduced to T."""
-    help_ = ""
-    if get_origin(tp) is Annotated:
-        tp, *meta = get_args(tp)
-        help_ = next((m for m in meta if isinstance(m, str)), "")
-    if get_origin(tp) in (typing.Union, types.UnionType):
-        args = [a for a in get_args(tp) if a is not type(None)]
-        tp = args[0] if len(args) == 1 else str
-    return tp, help_
+def __getattr__(attr: str) -> Any:  # PEP 562: called only for names this module lacks
+    if attr.startswith(_LAZY):
+        ep = _commands().get(attr[len(_LAZY) :])
+        if ep is not None:
+            target = ep.load()
+            return target if isinstance(target, App) else _adapt(target)
+    raise AttributeError(f"module {__name__!r} has no attribute {attr!r}")
 
 
-def add_arguments(parser: argparse.ArgumentParser, fn: Callable) -> None:
+# --- the legacy form: Annotated[T, "help"] -----------------------------------------------------
+
+
+def _legacy(name: str, hint: Any) -> Any:
+    """`Annotated[T, "help"]` -> `Annotated[T, Parameter(help=...)]`; other hints unchanged."""
+    if get_origin(hint) is not Annotated:
+        return hint
+    tp, *meta = get_args(hint)
+    texts = [m for m in meta if isinstance(m, str)]
+    if not texts:
+        return hint
+    # argparse needed "%%" for a literal "%"; cyclopts prints help as written
+    extra: dict[str, Any] = {"help": texts[0].replace("%%", "%")}
+    if tp is bool and name.startswith("no_"):
+        extra["negative"] = ()  # `--no-gradient-checkpointing` needs no `--no-no-...`
+    return Annotated[(tp, *(m for m in meta if not isinstance(m, str)), Parameter(**extra))]
+
+
+def _adapt(fn: Callable) -> Callable:
+    """The function, or a wrapper whose signature carries cyclopts help for legacy strings."""
     hints = typing.get_type_hints(fn, include_extras=True)
-    for name, param in inspect.signature(fn).parameters.items():
-        tp, help_ = _unwrap(hints.get(name, str))
-        flag = "--" + name.replace("_", "-")
-        default = None if param.default is inspect.Parameter.empty else param.default
-        if param.kind in (param.POSITIONAL_ONLY, param.POSITIONAL_OR_KEYWORD):
-            nargs = None if param.default is inspect.Parameter.empty else "?"
-            parser.add_argument(name, type=tp, nargs=nargs, default=default, help=help_)
-        elif tp is bool:
-            parser.add_argument(flag, action="store_true", default=bool(default), help=help_)
-        elif get_origin(tp) is Literal:
-            choices = get_args(tp)
-            parser.add_argument(flag, choices=choices, default=default, dest=name, help=help_)
-        elif get_origin(tp) in (list, tuple):
-            (item,) = get_args(tp)[:1]
-            parser.add_argument(flag, type=item, nargs="*", default=default, dest=name, help=help_)
-        else:
-            conv = Path if tp is Path else tp
-            suffix = "" if default is None else f" (default: {default})"
-            parser.add_argument(flag, type=conv, default=default, dest=name, help=help_ + suffix)
+    sig = inspect.signature(fn)
+    params = [
+        p.replace(annotation=_legacy(p.name, hints.get(p.name, p.annotation)))
+        for p in sig.parameters.values()
+    ]
+    if all(p.annotation is hints.get(p.name, p.annotation) for p in params):
+        return fn
+
+    @functools.wraps(fn)
+    def command(*args, **kwargs):
+        return fn(*args, **kwargs)
+
+    command.__signature__ = sig.replace(parameters=params)  # type: ignore[attr-defined]
+    command.__annotations__ = {p.name: p.annotation for p in params}
+    return command
 
 
-def build_parser(commands: dict[str, Any]) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="balabol", description="Balabol: your own text and a small model, as an offline bot."
+# --- the table ---------------------------------------------------------------------------------
+
+
+def _help(ep: EntryPoint) -> str | None:
+    """A command's help, read from its module's source without importing it: a stage's
+    package may import numpy on import, and `balabol --help` lists every command."""
+    module, _, attr = ep.value.partition(":")
+    top, *rest = module.split(".")
+    spec = importlib.util.find_spec(top)  # a top-level name: imports nothing
+    if spec is None or not spec.submodule_search_locations or not rest:
+        return None
+    path = Path(next(iter(spec.submodule_search_locations)), *rest[:-1], rest[-1] + ".py")
+    try:
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+    except (OSError, SyntaxError):
+        return None
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef) and node.name == attr:
+            return ast.get_docstring(node)
+        if isinstance(node, ast.Assign) and any(
+            isinstance(t, ast.Name) and t.id == attr for t in node.targets
+        ):  # data = App(name="data", help="...")
+            for kw in getattr(node.value, "keywords", []):
+                if kw.arg == "help" and isinstance(kw.value, ast.Constant):
+                    return kw.value.value
+    return None
+
+
+def build_app() -> App:
+    """The root app: every registered command, loaded only when it is run or asked for help."""
+    app = App(
+        name="balabol",
+        help="Balabol: your own text and a small model, as an offline bot.",
+        version=f"balabol {__version__}",
+        # plain text: help strings are not markdown, and rendering it costs 0.1 s per --help
+        help_format="plaintext",
+        # as argparse's nargs="*": `--formats onnx gguf-q8_0`, `--chat A B`; and no
+        # `--empty-formats` flags next to every list
+        default_parameter=Parameter(consume_multiple=True, negative_iterable=()),
+        suppress_keyboard_interrupt=False,
     )
-    parser.add_argument("--version", action="version", version=f"balabol {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name, ep in sorted(commands.items()):
-        # Loading the entry point imports only the stage's light cli module.
-        fn = ep.load()
-        doc = inspect.getdoc(fn) or ""
-        p = sub.add_parser(name, help=doc.split("\n")[0], description=doc)
-        add_arguments(p, fn)
-        p.set_defaults(_fn=fn)
-    return parser
+    for name, ep in sorted(_commands().items()):
+        app.command(f"{__name__}:{_LAZY}{name}", name=name, help=_help(ep))
+    app.register_install_completion_command(
+        help="Install shell completion for balabol (bash, zsh, fish; --shell to choose)."
+    )
+
+    @app.default
+    def _no_command(
+        *tokens: Annotated[str, Parameter(show=False, allow_leading_hyphen=True)],
+    ) -> int:
+        if tokens:  # cyclopts would only say that the token was not used
+            names = ", ".join(sorted(n for n in app if not n.startswith("-")))
+            kind = "option" if tokens[0].startswith("-") else "command"
+            raise CycloptsError(msg=f"unknown {kind} {tokens[0]!r}; the commands are: {names}")
+        app.help_print([])
+        return 2
+
+    return app
+
+
+# --- running -----------------------------------------------------------------------------------
+
+
+def _explain(e: CycloptsError) -> str:
+    """cyclopts's message; a bad choice is worded as argparse did (scripts may grep it)."""
+    token = getattr(e, "token", None)
+    if isinstance(e, CoercionError) and token is not None and get_origin(e.target_type) is Literal:
+        flag = token.keyword or (e.argument.name if e.argument else "")
+        choices = ", ".join(str(c) for c in get_args(e.target_type))
+        return f"{flag}: invalid choice: {token.value!r} (choose from {choices})"
+    return str(e).strip()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser(_commands())
-    args = vars(parser.parse_args(argv))
-    fn = args.pop("_fn", None)
-    args.pop("command", None)
-    if fn is None:
-        parser.print_help()
-        return 2
+    app = build_app()
+    tokens = sys.argv[1:] if argv is None else list(argv)
     try:
-        result = fn(**args)
+        result = app(tokens, exit_on_error=False, print_error=False, result_action="return_value")
+    except CycloptsError as e:
+        cause = e.__cause__
+        # a config rejected a value while cyclopts built it, and cyclopts wrapped the error
+        # (it does for members of a union, `T | None`)
+        if isinstance(cause, BalabolError):
+            print(f"error: {cause}", file=sys.stderr)
+            return 1
+        print(f"error: {_explain(e)}", file=sys.stderr)
+        chain, _, _ = app.parse_commands(tokens)
+        print(f"see: {' '.join(('balabol', *chain, '--help'))}", file=sys.stderr)
+        raise SystemExit(2) from None
     except BalabolError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -10,12 +10,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
+from cyclopts import Parameter
+
 
 def bot(
     *,
-    env_file: Annotated[Path | None, "a .env file with BALABOL_* settings"] = Path(".env"),
-    mode: Annotated[Literal["polling", "webhook"] | None, "override BALABOL_MODE"] = None,
-    log_level: Annotated[str, "debug, info, warning or error"] = "info",
+    env_file: Annotated[Path | None, Parameter(help="a .env file with BALABOL_* settings")] = Path(
+        ".env"
+    ),
+    mode: Annotated[
+        Literal["polling", "webhook"] | None, Parameter(help="override BALABOL_MODE")
+    ] = None,
+    log_level: Annotated[str, Parameter(help="debug, info, warning or error")] = "info",
 ) -> int:
     """Run the Telegram bot (token and settings: BALABOL_* variables or .env; see README)."""
     import asyncio

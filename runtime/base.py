@@ -23,14 +23,23 @@ from runtime.decoding import Decoding, Stats, TextStream  # noqa: F401 (re-expor
 
 @dataclass(frozen=True)
 class GenerationConfig:
+    # The docstrings are the help of `balabol generate`'s and `balabol chat`'s flags.
     max_new_tokens: int = 256
-    temperature: float = 0.7  # 0 = greedy
-    top_k: int = 40  # 0 = no limit
+    """reply length limit in tokens"""
+    temperature: float = 0.7
+    """0 = greedy"""
+    top_k: int = 40
+    """sample among the k likeliest tokens (0 = all)"""
     top_p: float = 0.95
+    """nucleus sampling mass"""
     repetition_penalty: float = 1.1
+    """1 = off"""
     seed: int | None = None
+    """random seed, for reproducible sampling"""
     stop: tuple[str, ...] = ()
-    ignore_eos: bool = False  # benchmarks: always produce max_new_tokens
+    """stop strings"""
+    ignore_eos: bool = False
+    """benchmarks: always produce max_new_tokens"""
 
     def __post_init__(self):
         checks = [

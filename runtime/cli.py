@@ -8,26 +8,33 @@ from __future__ import annotations
 
 import sys
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
+from cyclopts import Parameter
+
 from balabol.settings import DEFAULT_ARTIFACT
+from runtime.base import GenerationConfig
 
 FORMAT_HELP = "torch, onnx, onnx-int8, gguf-f16, gguf-q8_0, gguf-q4_k_m, gguf (best gguf) or auto"
 
+Artifact = Annotated[str, Parameter(help="artifact name under the artifacts directory")]
+Format = Annotated[str, Parameter(help=FORMAT_HELP)]
+System = Annotated[str | None, Parameter(help="system prompt")]
+OutDir = Annotated[Path | None, Parameter(help="artifacts directory (default: ./artifacts)")]
 
-def _config(max_new_tokens, temperature, top_k, top_p, repetition_penalty, seed, stop):
-    from runtime.base import GenerationConfig
 
-    return GenerationConfig(
-        max_new_tokens=max_new_tokens,
-        temperature=temperature,
-        top_k=top_k,
-        top_p=top_p,
-        repetition_penalty=repetition_penalty,
-        seed=seed,
-        stop=tuple(stop or ()),
-    )
+@dataclass(frozen=True)
+class Sampling(GenerationConfig):
+    """GenerationConfig as flags (help: its field docstrings), less what only benchmarks set."""
+
+    ignore_eos: Annotated[bool, Parameter(parse=False)] = False
+
+
+@dataclass(frozen=True)
+class OneShot(Sampling):
+    max_new_tokens: int = 128  # one reply printed and done: shorter than a chat's
 
 
 def _footer(backend) -> str:
@@ -39,26 +46,24 @@ def _footer(backend) -> str:
 
 
 def generate(
-    prompt: Annotated[str, "the user message (or the text to continue with --raw)"],
+    prompt: Annotated[str, Parameter(help="the user message (or the text to continue with --raw)")],
+    /,
     *,
-    artifact: Annotated[str, "artifact name under the artifacts directory"] = DEFAULT_ARTIFACT,
-    format: Annotated[str, FORMAT_HELP] = "auto",
-    max_new_tokens: Annotated[int, "reply length limit in tokens"] = 128,
-    temperature: Annotated[float, "0 = greedy"] = 0.7,
-    top_k: Annotated[int, "sample among the k likeliest tokens (0 = all)"] = 40,
-    top_p: Annotated[float, "nucleus sampling mass"] = 0.95,
-    repetition_penalty: Annotated[float, "1 = off"] = 1.1,
-    seed: Annotated[int | None, "random seed for reproducible sampling"] = None,
-    stop: Annotated[list[str] | None, "stop strings"] = None,
-    system: Annotated[str | None, "system prompt"] = None,
-    raw: Annotated[bool, "plain continuation, no chat template (base models)"] = False,
-    verify: Annotated[bool, "check the file's sha256 against the manifest first"] = False,
-    out_dir: Annotated[Path | None, "artifacts directory (default: ./artifacts)"] = None,
+    artifact: Artifact = DEFAULT_ARTIFACT,
+    format: Format = "auto",
+    config: Annotated[OneShot, Parameter(name="*")] = OneShot(),
+    system: System = None,
+    raw: Annotated[
+        bool, Parameter(help="plain continuation, no chat template (base models)")
+    ] = False,
+    verify: Annotated[
+        bool, Parameter(help="check the file's sha256 against the manifest first")
+    ] = False,
+    out_dir: OutDir = None,
 ) -> int:
     """Generate one reply, streamed to stdout."""
     from runtime.loader import load
 
-    config = _config(max_new_tokens, temperature, top_k, top_p, repetition_penalty, seed, stop)
     backend = load(artifact, format, root=out_dir, verify_sha=verify)
     try:
         if raw:
@@ -79,23 +84,19 @@ def generate(
 
 def chat(
     *,
-    artifact: Annotated[str, "artifact name under the artifacts directory"] = DEFAULT_ARTIFACT,
-    format: Annotated[str, FORMAT_HELP] = "auto",
-    max_new_tokens: Annotated[int, "reply length limit in tokens"] = 256,
-    temperature: Annotated[float, "0 = greedy"] = 0.7,
-    top_k: Annotated[int, "sample among the k likeliest tokens (0 = all)"] = 40,
-    top_p: Annotated[float, "nucleus sampling mass"] = 0.95,
-    repetition_penalty: Annotated[float, "1 = off"] = 1.1,
-    seed: Annotated[int | None, "random seed"] = None,
-    system: Annotated[str | None, "system prompt"] = None,
-    persona: Annotated[Path | None, "persona JSON: system prompt + example exchanges"] = None,
-    out_dir: Annotated[Path | None, "artifacts directory (default: ./artifacts)"] = None,
+    artifact: Artifact = DEFAULT_ARTIFACT,
+    format: Format = "auto",
+    config: Annotated[Sampling, Parameter(name="*")] = Sampling(),
+    system: System = None,
+    persona: Annotated[
+        Path | None, Parameter(help="persona JSON: system prompt + example exchanges")
+    ] = None,
+    out_dir: OutDir = None,
 ) -> int:
     """Interactive chat with streaming replies. /reset, /system TEXT, /exit."""
     from runtime.loader import load
     from runtime.session import ChatSession, Persona
 
-    config = _config(max_new_tokens, temperature, top_k, top_p, repetition_penalty, seed, None)
     p = Persona.load(persona) if persona else Persona()
     if system:
         p = Persona(system=system, examples=p.examples)

@@ -1,101 +1,202 @@
-"""The training stage's commands. The data modules imported here are light (stdlib only at
-import time); ijson, pyarrow, numpy and transformers are imported when a command runs.
+"""`balabol data telegram|dialogues|corpus`: build a training data set in data/NAME/.
+
+Each source is a subcommand that takes its own config (TelegramConfig, DialoguesConfig,
+CorpusConfig) plus the shared cleaning (CleanConfig and one `--x/--no-x` flag per cleaning
+step of clean.STEPS) and split (SplitConfig) options, flattened into flags whose help is the
+docstring of each field. The subclasses below only say how a field is spelled on the command
+line where that differs from its name (old spellings keep working).
+
+The data modules imported here are light (stdlib only at import time); ijson, pyarrow, numpy
+and transformers are imported when a command runs.
 
 Example: `balabol data telegram --input ChatExport/result.json --name me --persona "Anna"`
 """
 
 from __future__ import annotations
 
+import dataclasses
+import typing
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
-from training.data.clean import CleanConfig, Dedup
-from training.data.corpus import CorpusConfig, Separator
+from cyclopts import App, Group, Parameter
+
+from balabol.errors import ConfigError
+from training.data.clean import DEFAULT_STEPS, STEPS, CleanConfig
+from training.data.corpus import CorpusConfig
+from training.data.dialogues import DialoguesConfig
 from training.data.split import SplitConfig
-from training.data.telegram import Media, TelegramConfig
+from training.data.telegram import TelegramConfig
 
 SOURCES = ("telegram", "dialogues", "corpus")
 
+data = App(
+    name="data",
+    help="Build a training data set: a Telegram export, a dialogue table or a corpus -> data/NAME/.",
+)
 
-def data(
-    source: Annotated[str, "what --input is: telegram, dialogues or corpus"],
+
+# --- the configs as flags -----------------------------------------------------------------------
+
+
+def _resolved(cls: type) -> type:
+    """cyclopts reads a dataclass's fields from its __init__, whose string annotations
+    (`from __future__ import annotations`) Python evaluates in the module that made the class:
+    here, where the base's names (Media, Dedup) do not exist. Give it resolved ones."""
+    cls.__init__.__annotations__ = typing.get_type_hints(cls, include_extras=True)
+    return cls
+
+
+@_resolved
+@dataclass(frozen=True)
+class Telegram(TelegramConfig):
+    chats: Annotated[tuple[str, ...], Parameter(name="--chat", alias="--chats")] = ()
+
+
+@_resolved
+@dataclass(frozen=True)
+class Dialogues(DialoguesConfig):
+    question: Annotated[str, Parameter(name="--question-column")] = "question"
+    answer: Annotated[str, Parameter(name="--answer-column")] = "answer"
+    session: Annotated[str | None, Parameter(name="--session-column")] = None
+
+
+@_resolved
+@dataclass(frozen=True)
+class Cleaning(CleanConfig):
+    # the steps come from the per-step flags (Steps below), not from one --steps list
+    steps: Annotated[frozenset[str], Parameter(parse=False)] = DEFAULT_STEPS
+
+
+@_resolved
+@dataclass(frozen=True)
+class Split(SplitConfig):
+    out_dir: Annotated[Path, Parameter(parse=False)] = Path()  # --out-dir / --name
+
+
+def _steps_flags() -> type:
+    """A frozen dataclass of one bool per cleaning step, from the STEPS registry: a new step
+    gets its `--x/--no-x` flag, help and default without touching the CLI."""
+    fields = [
+        (name, Annotated[bool, Parameter(help=step.help)], step.default)
+        for name, step in STEPS.items()
+    ]
+    cls = dataclasses.make_dataclass("Steps", fields, frozen=True)
+    cls.__module__ = __name__  # cyclopts takes classes of stdlib modules ("types") as values
+    return cls
+
+
+Steps = _steps_flags()
+DEFAULT_STEP_FLAGS = Steps()  # the registry's defaults
+
+
+def _flags(heading: str, order: int) -> Parameter:
+    """A dataclass parameter whose fields are top-level flags, under a heading of --help."""
+    return Parameter(name="*", group=Group(heading, sort_key=order))
+
+
+Name = Annotated[
+    str | None,
+    Parameter(help="the data set's name (required): writes OUT_DIR/NAME/{train,val}.jsonl"),
+]
+OutDir = Annotated[
+    Path | None, Parameter(help="where data sets go (default: $BALABOL_DATA or ./data)")
+]
+
+
+# --- the subcommands ----------------------------------------------------------------------------
+
+
+@data.command
+def telegram(
     *,
-    input: Annotated[Path | None, "the Telegram export, dialogue table or text file"] = None,
-    name: Annotated[
-        str | None, "the data set's name: writes OUT_DIR/NAME/{train,val}.jsonl"
+    input: Annotated[
+        Path | None, Parameter(help="the Telegram export's result.json (required)")
     ] = None,
-    out_dir: Annotated[Path | None, "where data sets go (default: $BALABOL_DATA or ./data)"] = None,
-    # telegram
-    persona: Annotated[
-        str | None,
-        "telegram: whose messages the bot learns, a sender's name or from_id (default: the owner of a full-account export)",
-    ] = None,
-    gap_minutes: Annotated[float, "telegram: a longer pause starts a new session"] = (
-        TelegramConfig.gap_minutes
-    ),
-    max_turns: Annotated[int, "telegram: turns per sample (the context window)"] = (
-        TelegramConfig.max_turns
-    ),
-    media: Annotated[Media, "telegram: media without text is dropped or becomes <photo>, …"] = (
-        TelegramConfig.media
-    ),
-    no_sticker_emoji: Annotated[
-        bool, "telegram: treat stickers as media, not as their emoji"
-    ] = False,
-    chat: Annotated[
-        list[str] | None, "telegram: only these chats (names or ids) of a full export"
-    ] = None,
-    # dialogues
-    question_column: Annotated[str, "dialogues: the question column"] = "question",
-    answer_column: Annotated[str, "dialogues: the answer column"] = "answer",
-    session_column: Annotated[str | None, "dialogues: a column grouping rows into sessions"] = None,
-    # corpus
-    separator: Annotated[Separator, "corpus: one entry per line, or blank-line separated"] = (
-        CorpusConfig.separator
-    ),
-    prompt: Annotated[
-        str,
-        'corpus: the user turn before each entry ({topic} takes a "topic<TAB>" prefix; "" for none)',
-    ] = CorpusConfig.prompt,
-    # cleaning (see training/data/clean.py)
-    no_markup: Annotated[bool, "keep HTML/BBCode/markdown remnants"] = False,
-    no_emails: Annotated[bool, "keep e-mail addresses"] = False,
-    no_links: Annotated[bool, "keep links"] = False,
-    no_mentions: Annotated[bool, "keep @mentions and forwarded-from names"] = False,
-    no_hashtags: Annotated[bool, "keep #hashtags"] = False,
-    no_dates: Annotated[bool, "keep dates and times"] = False,
-    no_cards: Annotated[bool, "keep card-like numbers"] = False,
-    no_phones: Annotated[bool, "keep phone numbers"] = False,
-    emoji: Annotated[bool, "remove emoji (kept by default)"] = False,
-    no_placeholders: Annotated[
-        bool, "remove PII outright instead of writing <url>, <phone>, …"
-    ] = False,
-    dedup: Annotated[
-        Dedup, "drop repeated samples: normalized (also case/punctuation), exact, off"
-    ] = (CleanConfig.dedup),
-    min_chars: Annotated[int, "drop samples whose replies are shorter (0: no bound)"] = (
-        CleanConfig.min_chars
-    ),
-    max_chars: Annotated[int, "drop samples whose replies are longer (0: no bound)"] = (
-        CleanConfig.max_chars
-    ),
-    # split
-    val_fraction: Annotated[float, "share of samples (by session) for val.jsonl"] = (
-        SplitConfig.val_fraction
-    ),
-    seed: Annotated[int, "seed of the train/val split"] = SplitConfig.seed,
-    tokenizer: Annotated[
-        str | None, "count tokens with this HF tokenizer directory (default: words)"
-    ] = None,
+    name: Name = None,
+    out_dir: OutDir = None,
+    config: Annotated[Telegram, _flags("Telegram", 1)] = Telegram(),
+    steps: Annotated[Steps, _flags("Cleaning", 2)] = DEFAULT_STEP_FLAGS,
+    cleaning: Annotated[Cleaning, _flags("Cleaning", 2)] = Cleaning(),
+    split: Annotated[Split, _flags("Split", 3)] = Split(),
 ) -> int:
-    """Build a training data set: a Telegram export, a dialogue table or a corpus -> data/NAME/."""
-    from balabol.errors import ConfigError
+    """A Telegram Desktop export (one chat or a whole account) -> data/NAME/: the persona's
+    messages become the assistant's replies."""
+    from training.data import telegram as reader
+
+    return _build("telegram", reader.read, config, input, name, out_dir, steps, cleaning, split)
+
+
+@data.command
+def dialogues(
+    *,
+    input: Annotated[
+        Path | None,
+        Parameter(help="the question/answer table: parquet, jsonl, csv or tsv (required)"),
+    ] = None,
+    name: Name = None,
+    out_dir: OutDir = None,
+    config: Annotated[Dialogues, _flags("Dialogues", 1)] = Dialogues(),
+    steps: Annotated[Steps, _flags("Cleaning", 2)] = DEFAULT_STEP_FLAGS,
+    cleaning: Annotated[Cleaning, _flags("Cleaning", 2)] = Cleaning(),
+    split: Annotated[Split, _flags("Split", 3)] = Split(),
+) -> int:
+    """A question/answer table -> data/NAME/: one-turn samples (user: question, assistant: answer)."""
+    from training.data import dialogues as reader
+
+    return _build("dialogues", reader.read, config, input, name, out_dir, steps, cleaning, split)
+
+
+@data.command
+def corpus(
+    *,
+    input: Annotated[Path | None, Parameter(help="the text file (required)")] = None,
+    name: Name = None,
+    out_dir: OutDir = None,
+    config: Annotated[CorpusConfig, _flags("Corpus", 1)] = CorpusConfig(),
+    steps: Annotated[Steps, _flags("Cleaning", 2)] = DEFAULT_STEP_FLAGS,
+    cleaning: Annotated[Cleaning, _flags("Cleaning", 2)] = Cleaning(),
+    split: Annotated[Split, _flags("Split", 3)] = Split(),
+) -> int:
+    """A plain text corpus (jokes, say) -> data/NAME/: samples that teach the model such texts."""
+    from training.data import corpus as reader
+
+    return _build("corpus", reader.read, config, input, name, out_dir, steps, cleaning, split)
+
+
+@data.default
+def _unknown(
+    source: Annotated[str | None, Parameter(show=False)] = None,
+    /,
+    *rest: Annotated[str, Parameter(show=False, allow_leading_hyphen=True)],
+) -> int:
+    """`balabol data twitter ...`: say which sources there are (cyclopts would only say
+    that a token was not used)."""
+    if source is None:
+        raise ConfigError(
+            f"balabol data needs a source: {', '.join(SOURCES)}; e.g. "
+            "`balabol data telegram --input result.json --name me` (--help lists the options)"
+        )
+    raise ConfigError(f"unknown data source {source!r}; the sources are: {', '.join(SOURCES)}")
+
+
+def _build(
+    source: str,
+    read: Callable[..., Iterable],
+    source_config: object,
+    input: Path | None,
+    name: str | None,
+    out_dir: Path | None,
+    steps: object,
+    cleaning: Cleaning,
+    split_options: Split,
+) -> int:
     from balabol.settings import data_dir
-    from training.data import corpus, dialogues, split, telegram
+    from training.data import split
     from training.data.clean import Cleaner
 
-    if source not in SOURCES:
-        raise ConfigError(f"unknown data source {source!r}; the sources are: {', '.join(SOURCES)}")
     if input is None:
         raise ConfigError(f"--input is required: the {source} file to read")
     if not name or name in (".", "..") or "/" in name or "\\" in name:
@@ -103,53 +204,9 @@ def data(
             f"--name {name!r}: give the data set a plain name (no slashes), e.g. --name me; "
             "it is written to OUT_DIR/NAME/"
         )
-
-    steps = {
-        "markup": no_markup,
-        "emails": no_emails,
-        "links": no_links,
-        "mentions": no_mentions,
-        "hashtags": no_hashtags,
-        "dates": no_dates,
-        "cards": no_cards,
-        "phones": no_phones,
-    }
-    clean_config = CleanConfig.from_flags(
-        off=[step for step, off in steps.items() if off],
-        on=["emoji"] if emoji else [],
-        placeholders=not no_placeholders,
-        dedup=dedup,
-        min_chars=min_chars,
-        max_chars=max_chars,
-    )
-    split_config = SplitConfig(
-        out_dir=(out_dir or data_dir()) / name,
-        val_fraction=val_fraction,
-        seed=seed,
-        tokenizer=tokenizer,
-    )
-    # each source: its reader and its config, built only for the source asked for
-    readers = {
-        "telegram": lambda: (
-            telegram.read,
-            TelegramConfig(
-                persona=persona,
-                gap_minutes=gap_minutes,
-                max_turns=max_turns,
-                media=media,
-                sticker_emoji=not no_sticker_emoji,
-                chats=tuple(chat or ()),
-            ),
-        ),
-        "dialogues": lambda: (
-            dialogues.read,
-            dialogues.DialoguesConfig(
-                question=question_column, answer=answer_column, session=session_column
-            ),
-        ),
-        "corpus": lambda: (corpus.read, CorpusConfig(separator=separator, prompt=prompt)),
-    }
-    read, source_config = readers[source]()
+    on = frozenset(step for step, enabled in dataclasses.asdict(steps).items() if enabled)
+    clean_config = dataclasses.replace(cleaning, steps=on)
+    split_config = dataclasses.replace(split_options, out_dir=(out_dir or data_dir()) / name)
     cleaner = Cleaner(clean_config)
     stats = split.write(
         read(input, source_config, cleaner),

@@ -259,11 +259,17 @@ DEFAULT_STEPS = frozenset(name for name, s in STEPS.items() if s.default)
 
 @dataclass(frozen=True)
 class CleanConfig:
-    steps: frozenset[str] = DEFAULT_STEPS  # text steps that run (see STEPS)
-    placeholders: bool = True  # False: PII is removed instead of replaced
+    # The docstrings are the help of `balabol data`'s flags (each step's is in STEPS).
+    steps: frozenset[str] = DEFAULT_STEPS
+    """text steps that run (see STEPS)"""
+    placeholders: bool = True
+    """PII becomes <url>, <phone>, ... (--no-placeholders: removed outright)"""
     dedup: Dedup = "normalized"
-    min_chars: int = 1  # reply characters per sample; 0 = no lower bound
-    max_chars: int = 2000  # 0 = no upper bound
+    """drop repeated samples: normalized (also case, punctuation, spaces), exact, off"""
+    min_chars: int = 1
+    """drop samples whose replies are shorter, in characters (0: no bound)"""
+    max_chars: int = 2000
+    """drop samples whose replies are longer, in characters (0: no bound)"""
 
     def __post_init__(self):
         unknown = sorted(set(self.steps) - STEPS.keys())

@@ -32,8 +32,11 @@ DEFAULT_PROMPT = "Tell me a joke."
 
 @dataclass(frozen=True)
 class CorpusConfig:
+    # The docstrings are the help of `balabol data corpus`'s flags.
     separator: Separator = "line"
-    prompt: str = DEFAULT_PROMPT  # the user turn; "{topic}" takes the entry's "topic<TAB>"
+    """one entry per line, or entries separated by blank lines"""
+    prompt: str = DEFAULT_PROMPT
+    """the user turn before each entry ({topic} takes an entry's "topic<TAB>" prefix; "" for none)"""
 
     def __post_init__(self):
         if self.separator not in SEPARATORS:

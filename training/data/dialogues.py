@@ -26,10 +26,15 @@ Row = dict  # a row's values by column name
 
 @dataclass(frozen=True)
 class DialoguesConfig:
-    question: str = "question"  # column names
+    # The docstrings are the help of `balabol data dialogues`'s flags.
+    question: str = "question"
+    """the question column"""
     answer: str = "answer"
-    session: str | None = None  # a column grouping rows into sessions; None: a row each
-    batch_rows: int = 10_000  # parquet rows read at a time
+    """the answer column"""
+    session: str | None = None
+    """a column grouping rows into sessions (default: each row is one)"""
+    batch_rows: int = 10_000
+    """parquet rows read at a time"""
 
     def __post_init__(self):
         for flag, value in (("--question-column", self.question), ("--answer-column", self.answer)):

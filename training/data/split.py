@@ -41,10 +41,15 @@ BUCKETS = 1 << 16
 
 @dataclass(frozen=True)
 class SplitConfig:
-    out_dir: Path  # data/NAME
+    # The docstrings are the help of `balabol data`'s flags.
+    out_dir: Path
+    """data/NAME"""
     val_fraction: float = 0.2
+    """share of samples (by session) for val.jsonl"""
     seed: int = 0
-    tokenizer: str | None = None  # an HF tokenizer directory to count tokens with
+    """seed of the train/val split"""
+    tokenizer: str | None = None
+    """count tokens with this HF tokenizer directory (default: words)"""
 
     def __post_init__(self):
         if not 0 < self.val_fraction < 1:

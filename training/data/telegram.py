@@ -73,12 +73,19 @@ REPLY_MEMORY = 1000  # recent messages kept per chat, to follow replies to them
 
 @dataclass(frozen=True)
 class TelegramConfig:
-    persona: str | None = None  # a sender's name or from_id ("user123" or "123"); None: the owner
-    gap_minutes: float = 60.0  # a longer pause starts a new session
-    max_turns: int = 8  # turns per sample (user and assistant), the context window
+    # The docstrings are the help of `balabol data telegram`'s flags.
+    persona: str | None = None
+    """whose messages the bot learns: a sender's name or from_id ("user123" or "123") (default: the owner of a full-account export)"""
+    gap_minutes: float = 60.0
+    """a longer pause (minutes) starts a new session"""
+    max_turns: int = 8
+    """turns per sample (user and assistant): the context window"""
     media: Media = "drop"
-    sticker_emoji: bool = True  # a sticker becomes its emoji
-    chats: tuple[str, ...] = ()  # only these chats (names or ids) of a full-account export
+    """media without text is dropped, or becomes a placeholder (<photo>, <voice>, ...)"""
+    sticker_emoji: bool = True
+    """a sticker becomes its emoji (--no-sticker-emoji: a sticker is media)"""
+    chats: tuple[str, ...] = ()
+    """only these chats (names or ids) of a full-account export"""
 
     def __post_init__(self):
         if not self.gap_minutes > 0:
