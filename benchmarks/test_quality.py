@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 from balabol.manifest import FORMATS
-from balabol.prompt import encode
+from balabol.prompt import encode_text
 from benchmarks.conftest import RESULTS
 
 
@@ -25,7 +25,7 @@ def test_quality(bench, fmt):
     lm = {"torch": torch_lm, "onnx": onnx_lm, "onnx-int8": onnx_lm}.get(fmt, GgufLM)(path)
     tok = AutoTokenizer.from_pretrained(base / "hf")
     body = text("heldout_en.txt")
-    ids = encode(tok, body)[:512]  # with the model's own <bos> (Gemma), as served
+    ids = encode_text(tok, body)[:512]  # with the model's own <bos> (Gemma), as served
     try:
         ppl = perplexity(lm, ids)
     finally:

@@ -22,7 +22,7 @@ from typing import Protocol
 import numpy as np
 
 from balabol.errors import require
-from balabol.prompt import encode, render_chat
+from balabol.prompt import encode_chat, encode_text
 
 GREEDY_TOKENS = 32
 MAX_TEXT_TOKENS = 512
@@ -224,12 +224,12 @@ class Reference:
         seqs, lens, logits = [], [], []
         for messages in PROMPTS:
             # the model's own template and leading tokens (Gemma's <bos>), as served
-            ids = encode(tokenizer, render_chat(messages, template=tokenizer.chat_template))
+            ids = encode_chat(tokenizer, messages, template=tokenizer.chat_template)
             seq = ids + torch_lm.greedy(ids, GREEDY_TOKENS)
             seqs.append(seq)
             lens.append(len(ids))
             logits.append(torch_lm.logits(seq))
-        text_ids = encode(tokenizer, text("heldout_en.txt"))
+        text_ids = encode_text(tokenizer, text("heldout_en.txt"))
         text_ids = text_ids[:max_text_tokens]
         return cls(seqs, lens, logits, text_ids, perplexity(torch_lm, text_ids))
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from balabol import __version__, bases
 from balabol.errors import BalabolError, ExportError
 from balabol.manifest import FORMATS, Artifact, Manifest, digest
-from balabol.prompt import encode, template_sha256
+from balabol.prompt import encode_text, template_sha256
 from balabol.settings import artifacts_dir
 from export import gguf, int8, lstm, merge, onnx, registry
 from export.parity import DEFAULT_GATES, Gate, GgufLM, OnnxLM, Reference, TorchLM, judge, measure
@@ -179,7 +179,7 @@ def _build(cfg, name, base, spec, tmp: Path, log) -> Manifest:
 
         attempt("onnx", build_onnx)
     if "onnx-int8" in cfg.formats and (tmp / "onnx" / "model.onnx").is_file():
-        calib = encode(tokenizer, int8.calibration_text())
+        calib = encode_text(tokenizer, int8.calibration_text())
         calib = calib[: min(512, ctx - 1)]
 
         def build_int8(t0):

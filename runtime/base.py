@@ -18,7 +18,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 from balabol.errors import ConfigError
-from balabol.prompt import FEW_SHOT_STOP, FEW_SHOT_TEMPLATE, encode, render_chat
+from balabol.prompt import FEW_SHOT_STOP, FEW_SHOT_TEMPLATE, encode_chat, encode_text
 from runtime.sampling import Sampler
 
 
@@ -150,8 +150,11 @@ class DecoderBackend:
 
     # --- shared ------------------------------------------------------------------------
     def encode_chat(self, messages, *, system: str | None = None) -> list[int]:
-        text = render_chat(messages, system=system, template=self.tokenizer.chat_template)
-        return encode(self.tokenizer, text)  # with the model's own leading <bos>, if any
+        # contents as plain text (a typed "<|im_end|>" is no control token), the model's own
+        # leading <bos> once, if it has one
+        return encode_chat(
+            self.tokenizer, messages, system=system, template=self.tokenizer.chat_template
+        )
 
     def stream(
         self,
@@ -181,8 +184,9 @@ class DecoderBackend:
         *,
         cancel: threading.Event | None = None,
     ) -> Iterator[str]:
-        """Plain continuation (for base, non-instruct models): no chat template."""
-        ids = self.tokenizer(text, add_special_tokens=True)["input_ids"]
+        """Plain continuation (for base, non-instruct models): no chat template, and no
+        control token parsed from the text."""
+        ids = encode_text(self.tokenizer, text)
         return self.stream_ids(ids, config, cancel=cancel)
 
     def stream_ids(

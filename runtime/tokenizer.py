@@ -26,6 +26,10 @@ class Tokenizer:
         directory = Path(directory)
         try:
             self._tok = RustTokenizer.from_file(str(directory / "tokenizer.json"))
+            # a second copy that reads special-token text as plain text (user content, #19);
+            # two objects, so no thread flips a shared flag under another
+            self._plain = RustTokenizer.from_file(str(directory / "tokenizer.json"))
+            self._plain.encode_special_tokens = True
             cfg = json.loads((directory / "tokenizer_config.json").read_text(encoding="utf-8"))
         except (OSError, ValueError) as e:
             raise ArtifactError(
@@ -47,9 +51,26 @@ class Tokenizer:
     def __len__(self) -> int:
         return self._tok.get_vocab_size(with_added_tokens=True)
 
-    def __call__(self, text: str, add_special_tokens: bool = True) -> dict[str, list[int]]:
-        enc = self._tok.encode(text, add_special_tokens=add_special_tokens)
-        return {"input_ids": enc.ids}
+    @property
+    def added_tokens_decoder(self) -> dict:
+        """id -> AddedToken (with .content and .special), as transformers names it."""
+        return self._tok.get_added_tokens_decoder()
+
+    def __call__(
+        self,
+        text: str,
+        add_special_tokens: bool = True,
+        *,
+        split_special_tokens: bool = False,
+        return_offsets_mapping: bool = False,
+    ) -> dict[str, list]:
+        """transformers' names: split_special_tokens=True reads "<|im_end|>" as plain text."""
+        tok = self._plain if split_special_tokens else self._tok
+        enc = tok.encode(text, add_special_tokens=add_special_tokens)
+        out: dict[str, list] = {"input_ids": enc.ids}
+        if return_offsets_mapping:
+            out["offset_mapping"] = enc.offsets
+        return out
 
     def decode(self, ids, skip_special_tokens: bool = False) -> str:
         return self._tok.decode(list(ids), skip_special_tokens=skip_special_tokens)

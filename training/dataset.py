@@ -3,7 +3,8 @@
 A sample is one line of `data/NAME/{train,val}.jsonl`:
 `{"messages": [{"role": "user", "content": "..."}, ...], "session": "<id>"}`. It is rendered
 with `balabol.prompt.render_chat`, the function export and the runtime use, and tokenized
-as one string, so the prompt tokens the model is trained on are the ones it is served.
+as the runtime tokenizes it (`balabol.prompt.tokenize_segments`: message text is plain text,
+control tokens come only from the template), so the model is trained on the ids it is served.
 Labels are -100 except on each assistant reply and the `<|im_end|>` that closes it (so the
 model learns to stop).
 
@@ -25,6 +26,8 @@ from balabol.prompt import (
     EOS_TOKEN,
     leading_special_ids,
     render_chat,
+    render_segments,
+    tokenize_segments,
     validate_messages,
 )
 
@@ -193,8 +196,9 @@ def encode(
             "replies; save the base with a fast tokenizer"
         )
     lead = leading_special_ids(tokenizer) if lead is None else list(lead)
-    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-    ids, offsets = enc["input_ids"], enc["offset_mapping"]
+    # message contents as plain text: a "<|im_end|>" in the data is no end of turn (#19)
+    segments = render_segments(messages, add_generation_prompt=False, template=template)
+    ids, offsets = tokenize_segments(tokenizer, segments, offsets=True)
     n_lead = 0
     if ids[: len(lead)] != lead:
         n_lead = len(lead)

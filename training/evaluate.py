@@ -41,7 +41,7 @@ from typing import Annotated, Any
 from balabol import bases
 from balabol.errors import AdapterError, ArtifactError, BaseModelError, ConfigError, DataError
 from balabol.manifest import FORMATS, Artifact, Manifest, verify
-from balabol.prompt import encode as encode_text
+from balabol.prompt import encode_chat
 from balabol.prompt import leading_special_ids
 from balabol.settings import artifacts_dir
 from training import dataset, metrics
@@ -342,13 +342,14 @@ def _encode(samples: Sequence[dataset.Sample], tokenizer, context: int) -> list[
     return encoded
 
 
-def _last_turns(samples: Sequence[dataset.Sample]) -> tuple[list[str], list[str], list[str]]:
-    """(prompt text up to each sample's last assistant reply, that reply, the user's question)."""
+def _last_turns(
+    samples: Sequence[dataset.Sample],
+) -> tuple[list[list[dict[str, str]]], list[str], list[str]]:
+    """(the messages before each sample's last assistant reply, that reply, the user's question)."""
     prompts, references, asked = [], [], []
     for s in samples:
-        text, spans = dataset.render_with_spans(s.messages)
         last = max(i for i, m in enumerate(s.messages) if m["role"] == "assistant")
-        prompts.append(text[: spans[-1][0]])
+        prompts.append(list(s.messages[:last]))
         references.append(s.messages[last]["content"])
         asked.append(next((m["content"] for m in s.messages[last::-1] if m["role"] == "user"), ""))
     return prompts, references, asked
@@ -391,14 +392,14 @@ def _numbers(
     }
 
 
-def _prompt_ids(tokenizer, prompts: Sequence[str], *, context: int, max_new_tokens: int):
-    """Prompts tokenized by `balabol.prompt.encode`, as the runtime does; too long ones keep
+def _prompt_ids(tokenizer, prompts: Sequence[Sequence[dict]], *, context: int, max_new_tokens: int):
+    """Prompts tokenized by `balabol.prompt.encode_chat`, as the runtime does; too long ones keep
     their leading special tokens and their latest tokens, leaving room for the reply."""
     lead = leading_special_ids(tokenizer)
     room = max(context - max_new_tokens - len(lead), 1)
     rows = []
     for p in prompts:
-        ids = encode_text(tokenizer, p)
+        ids = encode_chat(tokenizer, p)
         rows.append(ids if len(ids) <= room + len(lead) else [*lead, *ids[-room:]])
     return rows
 
@@ -454,10 +455,10 @@ def score(
 
 
 def generate(
-    model, tokenizer, prompts: Sequence[str], *, max_new_tokens: int, batch_size: int
+    model, tokenizer, prompts: Sequence[Sequence[dict]], *, max_new_tokens: int, batch_size: int
 ) -> list[str]:
     """Greedy replies, batched with left padding, stopping at the end-of-turn token. Prompts
-    are tokenized by `balabol.prompt.encode`, as the runtime does; too long ones keep their
+    are tokenized by `balabol.prompt.encode_chat`, as the runtime does; too long ones keep their
     leading special tokens and their latest turns."""
     import torch
     from tqdm.auto import tqdm

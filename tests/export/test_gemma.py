@@ -14,7 +14,7 @@ from balabol import bases
 from balabol.cli import main as cli
 from balabol.errors import BaseModelError
 from balabol.manifest import FORMATS
-from balabol.prompt import FEW_SHOT_TEMPLATE, encode, template_sha256
+from balabol.prompt import FEW_SHOT_TEMPLATE, encode_text, template_sha256
 
 # Russian, English, digits, emoji and code; no literal special tokens (llama.cpp reads those
 # as text with special=False, HF always as specials).
@@ -144,10 +144,12 @@ def test_encode_adds_the_tokenizers_own_bos_once(tiny_model):
 
     gemma = AutoTokenizer.from_pretrained(tiny_model("gemma3"))
     plain = gemma("Привет", add_special_tokens=False)["input_ids"]
-    assert encode(gemma, "Привет") == [gemma.bos_token_id, *plain]
-    assert encode(gemma, "<bos>Привет") == [gemma.bos_token_id, *plain]
+    assert encode_text(gemma, "Привет") == [gemma.bos_token_id, *plain]
+    # plain text: a typed "<bos>" is characters, not the control token (#19)
+    typed = encode_text(gemma, "<bos>Привет")
+    assert typed[0] == gemma.bos_token_id and gemma.bos_token_id not in typed[1:]
     llama = AutoTokenizer.from_pretrained(tiny_model("llama"))
-    assert encode(llama, "Hi") == llama("Hi", add_special_tokens=False)["input_ids"]
+    assert encode_text(llama, "Hi") == llama("Hi", add_special_tokens=False)["input_ids"]
 
 
 # --- a tiny random gemma3_text through every format -----------------------------------------
@@ -170,7 +172,7 @@ def test_tiny_gemma_gguf_tokenizes_like_hf_with_bos(exported_gemma3):
     tok = AutoTokenizer.from_pretrained(root / "gemma3" / "hf")
     gguf = root / "gemma3" / "gguf" / "model-q8_0.gguf"
     assert llama_cpp_ids(gguf, FIXED_TEXT) == tok(FIXED_TEXT, add_special_tokens=False)["input_ids"]
-    assert llama_cpp_ids(gguf, FIXED_TEXT, add_bos=True) == encode(tok, FIXED_TEXT)
+    assert llama_cpp_ids(gguf, FIXED_TEXT, add_bos=True) == encode_text(tok, FIXED_TEXT)
 
 
 @pytest.mark.parametrize("fmt", list(FORMATS))
@@ -199,7 +201,7 @@ def test_real_tokenizer_matches_llama_cpp_id_for_id(gemma_base):
     ids = tok(FIXED_TEXT, add_special_tokens=False)["input_ids"]
     assert ids == llama_cpp_ids(gguf, FIXED_TEXT)
     assert len(tok) == 262_144 and tok.bos_token == "<bos>"
-    assert encode(tok, FIXED_TEXT) == llama_cpp_ids(gguf, FIXED_TEXT, add_bos=True) == [2, *ids]
+    assert encode_text(tok, FIXED_TEXT) == llama_cpp_ids(gguf, FIXED_TEXT, add_bos=True) == [2, *ids]
     assert tok.decode(ids) == FIXED_TEXT
 
 

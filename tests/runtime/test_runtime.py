@@ -312,3 +312,26 @@ def test_loading_a_gguf_does_not_import_torch(root):
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip().endswith("False")
+
+
+# --- chat-template injection (issue #19): user text is never control tokens ---------------
+
+
+@pytest.mark.parametrize("model", ["llama", "gemma3"])
+def test_no_backend_reads_typed_control_tokens_as_control_tokens(model, request):
+    from tests.balabol.test_prompt import FORGED, controls
+
+    root, manifest = request.getfixturevalue(f"exported_{model}")
+    forged = [{"role": "user", "content": FORGED}]
+    for fmt in [a.format for a in manifest.artifacts if a.status == "passed"]:
+        backend = load(model, fmt, root=root)
+        try:
+            tok = backend.tokenizer
+            ids = backend.encode_chat(forged, system=FORGED)
+            benign = backend.encode_chat([{"role": "user", "content": "x"}], system="x")
+            assert controls(tok, ids) == controls(tok, benign), fmt
+            text = "".join(backend.stream(forged, GenerationConfig.greedy(4)))
+            assert backend.last_stats.prompt_tokens == len(backend.encode_chat(forged))
+            assert isinstance(text, str)
+        finally:
+            backend.close()

@@ -77,7 +77,7 @@ def test_loss_and_bits_per_byte_match_one_sample_at_a_time(llama):
 
 def test_greedy_replies_do_not_depend_on_batching(llama):
     _, model, tok = llama
-    prompts = [render_chat(m[:-1]) for m in SAMPLES]
+    prompts = [m[:-1] for m in SAMPLES]
     one = evaluate.generate(model, tok, prompts, max_new_tokens=6, batch_size=1)
     batched = evaluate.generate(model, tok, prompts, max_new_tokens=6, batch_size=3)
     assert one == batched
