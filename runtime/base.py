@@ -192,38 +192,15 @@ class DecoderBackend:
     def stream_ids(
         self, ids: list[int], config: GenerationConfig, *, cancel: threading.Event | None = None
     ) -> Iterator[str]:
-        if len(ids) >= self.context_length:
-            raise ConfigError(
-                f"the prompt has {len(ids)} tokens but the model's context is "
-                f"{self.context_length}; shorten it (chat sessions trim old turns for you)"
-            )
-        max_new = min(config.max_new_tokens, self.context_length - len(ids))
-        sampler = Sampler(
-            temperature=config.temperature,
-            top_k=config.top_k,
-            top_p=config.top_p,
-            repetition_penalty=config.repetition_penalty,
-            seed=config.seed,
-        )
-        text, pending, out = TextStream(self.tokenizer), "", []
-        t0 = time.perf_counter()
-        ttft, stopped = 0.0, "length"
-        logits = self._prefill(list(ids))
-        history = list(ids)
-        for i in range(max_new):
-            token = sampler(logits, history)
-            if i == 0:
-                ttft = time.perf_counter() - t0
-            if token in self.eos_ids and not config.ignore_eos:
-                stopped = "eos"
-                break
-            out.append(token)
-            history.append(token)
+        run = _Run()
+        text, pending, out = TextStream(self.tokenizer), "", 0
+        for token in self.decode(ids, config, cancel=cancel, run=run):
+            out += 1
             pending += text.push(token)
             if config.stop:
                 cut = min((pending.find(s) for s in config.stop if s in pending), default=-1)
                 if cut >= 0:
-                    pending, stopped = pending[:cut], "stop"
+                    pending, run.stopped = pending[:cut], "stop"
                     break
                 keep = _held_back(pending, config.stop)
                 if len(pending) > keep:
@@ -232,11 +209,94 @@ class DecoderBackend:
             elif pending:
                 yield pending
                 pending = ""
-            if cancel is not None and cancel.is_set():
-                stopped = "cancel"
-                break
-            if i + 1 < max_new:
-                logits = self._step(token)
         if pending:
             yield pending
-        self.last_stats = Stats(len(ids), len(out), ttft, time.perf_counter() - t0, stopped)
+        self.last_stats = Stats(len(ids), out, run.ttft, time.perf_counter() - run.t0, run.stopped)
+
+    def decode(
+        self,
+        ids: Sequence[int],
+        config: GenerationConfig,
+        *,
+        cancel: threading.Event | None = None,
+        run: _Run | None = None,
+    ) -> Iterator[int]:
+        """The token ids chosen after `ids`, one at a time: the prompt is prefilled, then each
+        token is sampled and fed back (`_step`) only when the caller asks for the next one, so
+        a caller that stops iterating (a stop string) runs no extra step. An end-of-turn token
+        ends it unyielded (unless config.ignore_eos); `run` records timing and why it ended."""
+        if len(ids) >= self.context_length:
+            raise ConfigError(
+                f"the prompt has {len(ids)} tokens but the model's context is "
+                f"{self.context_length}; shorten it (chat sessions trim old turns for you)"
+            )
+        run = run if run is not None else _Run()
+        max_new = min(config.max_new_tokens, self.context_length - len(ids))
+        sampler = Sampler(
+            temperature=config.temperature,
+            top_k=config.top_k,
+            top_p=config.top_p,
+            repetition_penalty=config.repetition_penalty,
+            seed=config.seed,
+        )
+        run.t0 = time.perf_counter()
+        logits = self._prefill(list(ids))
+        history = list(ids)
+        for i in range(max_new):
+            token = sampler(logits, history)
+            if i == 0:
+                run.ttft = time.perf_counter() - run.t0
+            if token in self.eos_ids and not config.ignore_eos:
+                run.stopped = "eos"
+                return
+            history.append(token)
+            yield token
+            if cancel is not None and cancel.is_set():
+                run.stopped = "cancel"
+                return
+            if i + 1 < max_new:
+                logits = self._step(token)
+
+    # --- scoring: the parity gate, `balabol eval` and the benchmarks (runtime/score.py) ---
+    def logits(self, ids: Sequence[int]) -> np.ndarray:
+        """(T, V) float32 next-token logits at every position of one sequence, from a fresh
+        state (no cached prompt is reused)."""
+        raise NotImplementedError
+
+    def logits_batch(
+        self, rows: Sequence[Sequence[int]], positions: Sequence[Sequence[int]] | None = None
+    ) -> list[np.ndarray]:
+        """`logits` of several sequences; with `positions`, only those rows of each. Backends
+        that can run sequences together (torch, with padding) override this."""
+        out = []
+        for i, ids in enumerate(rows):
+            x = self.logits(ids)
+            out.append(x if positions is None else x[np.asarray(positions[i], dtype=np.int64)])
+        return out
+
+    def greedy(
+        self, ids: Sequence[int], max_new_tokens: int, *, stop_at_eos: bool = True
+    ) -> list[int]:
+        """The greedy continuation of ids, as token ids, from the decode loop that serves
+        replies (KV cache or recurrent state). An end-of-turn token ends it and is not
+        included; with stop_at_eos=False exactly max_new_tokens come (context permitting)."""
+        config = GenerationConfig(
+            max_new_tokens=max_new_tokens,
+            temperature=0,
+            repetition_penalty=1.0,
+            ignore_eos=not stop_at_eos,
+        )
+        return list(self.decode(ids, config))
+
+    def greedy_batch(self, rows: Sequence[Sequence[int]], max_new_tokens: int) -> list[list[int]]:
+        """`greedy` of several prompts (torch overrides it with one left-padded batch)."""
+        return [self.greedy(ids, max_new_tokens) for ids in rows]
+
+
+@dataclass
+class _Run:
+    """What one `decode` did, for Stats."""
+
+    t0: float = 0.0
+    ttft: float = 0.0  # seconds from prefill start to the first token chosen
+    stopped: str = "length"

@@ -3,6 +3,8 @@
 Logits come straight from llama.cpp's buffer (no per-step list copies), and a new prompt
 that extends the previous one (the next turn of a chat) reuses the KV cache for the
 shared prefix, so time to first token grows with the new message, not the history.
+`logits` (scoring: the parity gate, `balabol eval`) reads every position's logits from the
+same context, a batch at a time, rather than from a second model loaded with logits_all.
 
 Example: `balabol chat --format gguf-q4_k_m`.
 """
@@ -14,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from balabol.errors import ArtifactError, require
+from balabol.errors import ArtifactError, ConfigError, require
 from runtime.base import DecoderBackend
 
 GGUF_MAGIC = b"GGUF"
@@ -79,6 +81,32 @@ class GgufBackend(DecoderBackend):
     def _step(self, token):
         self.llm.eval([token])
         return self._logits()
+
+    def logits(self, ids):
+        import llama_cpp
+
+        llm, ids = self.llm, list(ids)
+        if len(ids) > llm.n_ctx():
+            raise ConfigError(
+                f"cannot score {len(ids)} tokens with a llama.cpp context of {llm.n_ctx()}; "
+                "open the backend with a longer context_length"
+            )
+        ctx, n_vocab = llm._ctx.ctx, llm.n_vocab()
+        out = np.empty((len(ids), n_vocab), dtype=np.float32)  # (T, V)
+        # from an empty cache; input_ids/n_tokens track what the cache holds, so the next
+        # _prefill reuses exactly the prefix that is really there
+        llm.reset()
+        llm._ctx.kv_cache_clear()
+        for start in range(0, len(ids), llm.n_batch):
+            chunk = ids[start : start + llm.n_batch]
+            llm._batch.set_batch(batch=chunk, n_past=start, logits_all=True)  # every position
+            llm._ctx.decode(llm._batch)
+            for i in range(len(chunk)):
+                row = llama_cpp.llama_get_logits_ith(ctx, i)
+                out[start + i] = np.ctypeslib.as_array(row, shape=(n_vocab,))
+            llm.input_ids[start : start + len(chunk)] = chunk
+            llm.n_tokens = start + len(chunk)
+        return out
 
     def reset(self):
         self.llm.reset()
