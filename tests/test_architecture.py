@@ -64,7 +64,9 @@ def imports(path: Path, name: str, known: set[str]) -> set[str]:
                 pkg = name.split(".") if is_package else name.split(".")[:-1]
                 pkg = pkg[: len(pkg) - (node.level - 1)]
                 base = ".".join([*pkg, *([base] if base else [])])
-            targets = [f"{base}.{a.name}" if f"{base}.{a.name}" in known else base for a in node.names]
+            targets = [
+                f"{base}.{a.name}" if f"{base}.{a.name}" in known else base for a in node.names
+            ]
         else:
             continue
         for t in targets:
@@ -163,8 +165,7 @@ def test_the_walk_sees_imports_inside_functions_and_relative_ones(tmp_path):
 def test_no_import_cycle_between_files():
     g = graph()
     found = [
-        f"{' -> '.join(_path_through(g, comp))}  (all of: {', '.join(comp)})"
-        for comp in cycles(g)
+        f"{' -> '.join(_path_through(g, comp))}  (all of: {', '.join(comp)})" for comp in cycles(g)
     ]
     assert not found, "import cycles:\n" + "\n".join(found)
 

@@ -13,7 +13,8 @@ from balabol.cli import main as cli
 from balabol.errors import BaseModelError, ConfigError, DataError, UnsupportedArchitectureError
 from balabol.manifest import Manifest
 from balabol.prompt import CHAT_TEMPLATE, EOS_TOKEN
-from training import evaluate, targets
+from runtime import evaluate
+from training import targets
 from training.lora import TrainConfig, TrainResult, last_checkpoint_step, plan_device, run
 
 from .helpers import build_plain_gpt2, chat, write_data, write_jsonl
@@ -412,7 +413,7 @@ def test_importing_the_commands_does_not_import_torch():
     import subprocess
     import sys
 
-    code = "import sys, training.lora, training.evaluate; print('torch' in sys.modules)"
+    code = "import sys, training.lora, runtime.evaluate; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 
