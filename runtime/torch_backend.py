@@ -42,10 +42,12 @@ class TorchBackend(DecoderBackend):
         torch = require("torch", extra="torch")
         from transformers import AutoModelForCausalLM
 
+        from safetensors import SafetensorError  # a truncated or corrupt *.safetensors
+
         torch.set_num_threads(threads)
         try:
             model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
-        except (OSError, ValueError, RuntimeError) as e:
+        except (OSError, ValueError, RuntimeError, SafetensorError) as e:
             raise ArtifactError(f"cannot load {path}: {e}; re-export with --force") from e
         if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
             model.resize_token_embeddings(len(tokenizer))

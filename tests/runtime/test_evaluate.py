@@ -154,9 +154,11 @@ def test_bad_input_is_a_clear_error(llama, tmp_path):
         evaluate.run(EvalConfig(data=data, base=str(base)))
     write_jsonl(data / "val.jsonl", [{"messages": chat("hi", "hello")}])
     (tmp_path / "not-a-model").mkdir()
-    for f in base.iterdir():  # a tokenizer, but no weights
-        if f.name.startswith(("tokenizer", "special_tokens", "chat_template")):
+    for f in base.iterdir():  # a config and a tokenizer, but the weights are cut short
+        if f.name.startswith(("config", "tokenizer", "special_tokens", "chat_template")):
             shutil.copy2(f, tmp_path / "not-a-model" / f.name)
+    weights = (base / "model.safetensors").read_bytes()
+    (tmp_path / "not-a-model" / "model.safetensors").write_bytes(weights[: len(weights) // 2])
     with pytest.raises(BaseModelError, match=r"cannot load the model from .*not-a-model"):
         evaluate.run(EvalConfig(data=data, base=str(tmp_path / "not-a-model")))
 
