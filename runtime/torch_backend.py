@@ -40,9 +40,8 @@ class TorchBackend(DecoderBackend):
         embeddings grow first when the tokenizer has tokens the base lacks (the chat tokens
         `balabol train` adds)."""
         torch = require("torch", extra="torch")
-        from transformers import AutoModelForCausalLM
-
         from safetensors import SafetensorError  # a truncated or corrupt *.safetensors
+        from transformers import AutoModelForCausalLM
 
         torch.set_num_threads(threads)
         try:
