@@ -33,7 +33,7 @@ TEXTS = {"en": "heldout_en.txt", "ru": "heldout_ru.txt"}  # the same three parag
 def bits_per_byte(llm, text: str) -> float:
     """Bits to encode the text's bytes, over the tokens the model predicts: with a BOS
     (Gemma) every token, without one (SmolLM2) all but the first, whose bytes are left out."""
-    from export.parity import nll
+    from runtime.score import nll
 
     ids = llm.tokenize(text.encode(), add_bos=True, special=False)  # BOS if the model wants it
     llm.reset()

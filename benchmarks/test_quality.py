@@ -1,4 +1,5 @@
-"""Quality per format: perplexity and bits per byte on the shipped held-out text."""
+"""Quality per format: perplexity and bits per byte on the shipped held-out text, read through
+the runtime backend that serves the format (runtime/score.py)."""
 
 from __future__ import annotations
 
@@ -10,26 +11,18 @@ from benchmarks.conftest import RESULTS
 
 
 def test_quality(bench, fmt):
-    from transformers import AutoTokenizer
+    from export.parity import text
+    from runtime.loader import load
+    from runtime.score import perplexity
 
-    from export.lstm import OnnxLstmLM, TorchLstmLM
-    from export.parity import GgufLM, OnnxLM, TorchLM, perplexity, text
-
-    base = bench["root"] / bench["manifest"].name
-    entry = bench["manifest"].artifact(fmt)
-    path = base / entry.path
-    if bench["manifest"].architecture == "lstm":
-        torch_lm, onnx_lm = TorchLstmLM, lambda p: OnnxLstmLM(p / "model.onnx")
-    else:
-        torch_lm, onnx_lm = TorchLM, lambda p: OnnxLM(p / "model.onnx")
-    lm = {"torch": torch_lm, "onnx": onnx_lm, "onnx-int8": onnx_lm}.get(fmt, GgufLM)(path)
-    tok = AutoTokenizer.from_pretrained(base / "hf")
-    body = text("heldout_en.txt")
-    ids = encode_text(tok, body)[:512]  # with the model's own <bos> (Gemma), as served
+    backend = load(bench["manifest"].name, fmt, root=bench["root"])
+    tok = backend.tokenizer  # hf/tokenizer.json: the ids transformers gives
+    # with the model's own <bos> (Gemma), as served; at most the context the bot gives it
+    ids = encode_text(tok, text("heldout_en.txt"))[: min(512, backend.context_length)]
     try:
-        ppl = perplexity(lm, ids)
+        ppl = perplexity(backend, ids)
     finally:
-        lm.close()
+        backend.close()
     n_bytes = len(tok.decode(ids[1:]).encode("utf-8"))
     bpb = (len(ids) - 1) * math.log(ppl) / math.log(2) / n_bytes
     RESULTS["formats"].setdefault(fmt, {})["quality"] = {"ppl": ppl, "bits_per_byte": bpb}

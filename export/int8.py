@@ -31,7 +31,8 @@ from pathlib import Path
 import numpy as np
 
 from balabol.errors import ExportError, require
-from export.parity import OnnxLM, log_softmax, text
+from export.parity import open_backend, text
+from runtime.score import log_softmax
 
 BITS = 8
 # Tried in order before any group is kept in fp32: 128 decodes ~8% faster than 32 (fewer
@@ -230,7 +231,11 @@ def export_int8(
     for name in sizes:
         groups[group_of(name)].append(name)
 
-    fp32 = OnnxLM(src)
+    def open_onnx(path: Path):
+        # the runtime's onnx backend, the one that serves the file (tokenizer: fp32_dir's)
+        return open_backend(path, "onnx", hf=fp32_dir, context_length=len(calibration_ids) + 1)
+
+    fp32 = open_onnx(src)
     ref_lp = log_softmax(fp32.logits(calibration_ids))
     fp32.close()
     fp32_ppl = nll_ppl(ref_lp, calibration_ids)
@@ -244,7 +249,7 @@ def export_int8(
             trials += 1
             dst = work / f"trial-{trials}.onnx"
             quantize(src, dst, [n for g in kept for n in groups[g]], block)
-            lm = OnnxLM(dst)
+            lm = open_onnx(dst)
             lp = log_softmax(lm.logits(calibration_ids))
             lm.close()
             kl = float((np.exp(ref_lp) * (ref_lp - lp)).sum(-1).mean())

@@ -4,7 +4,8 @@ The graph takes `input_ids` (B, T) and the state `h0`, `c0` (n_layer, B, H) and 
 `logits` (B, T, V) and the state after the last token, `hn`, `cn`: the runtime prefills the
 prompt from a zero state, then feeds one token and the previous state per step
 (runtime/lstm_backend.py). Every file is checked against the torch model as any other
-(export/parity.py); llama.cpp has no LSTM, so the GGUF formats are recorded as skipped.
+(export/parity.py), both read by the runtime's LSTM backends; llama.cpp has no LSTM, so the
+GGUF formats are recorded as skipped.
 
 Example: `balabol export --base models/jokes-lstm` (after `balabol train --arch lstm`).
 """
@@ -19,13 +20,12 @@ import time
 import warnings
 from pathlib import Path
 
-import numpy as np
-
 from balabol import lstm
 from balabol.errors import BalabolError, ExportError, require
 from balabol.manifest import Manifest
 from export import merge
-from export.parity import Reference, judge, measure, threads
+from export.parity import Reference, judge, measure, open_backend
+from export.steps import Step, manifest_of
 
 ARCHITECTURE = "lstm"
 INPUTS = ("input_ids", "h0", "c0")
@@ -34,74 +34,6 @@ OPSET = 17
 GGUF_SKIPPED = "llama.cpp has no LSTM architecture; use the onnx formats"
 # files of the trained model directory that make up hf/ (the torch reference)
 MODEL_FILES = (lstm.CONFIG_FILE, lstm.WEIGHTS_FILE)
-
-
-class TorchLstmLM:
-    """export.parity's LM protocol over the torch LSTM: the reference."""
-
-    def __init__(self, model_dir: Path):
-        torch = require("torch", extra="export")
-        torch.set_num_threads(threads())
-        self.torch = torch
-        self.model = lstm.load(model_dir)
-
-    def logits(self, ids):
-        with self.torch.inference_mode():
-            return self.model(self.torch.tensor([list(ids)])).logits[0].numpy()
-
-    def greedy(self, ids, n, eos=None):
-        torch, out = self.torch, []
-        with torch.inference_mode():
-            o = self.model(torch.tensor([list(ids)]))
-            for _ in range(n):
-                tok = int(o.logits[0, -1].argmax())
-                out.append(tok)
-                if tok == eos or len(out) == n:
-                    break
-                o = self.model(torch.tensor([[tok]]), state=o.state)
-        return out
-
-    def close(self):
-        del self.model
-
-
-class OnnxLstmLM:
-    """The same over the exported graph, carrying (h, c) between calls."""
-
-    def __init__(self, path: Path):
-        ort = require("onnxruntime", extra="runtime")
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = threads()
-        so.log_severity_level = 3
-        self.sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-        h0 = next(i for i in self.sess.get_inputs() if i.name == "h0")
-        self.state_shape = (h0.shape[0], 1, h0.shape[2])  # (n_layer, 1, H)
-
-    def _run(self, ids, state):
-        if state is None:
-            state = (np.zeros(self.state_shape, np.float32),) * 2
-        logits, h, c = self.sess.run(
-            list(OUTPUTS),
-            {"input_ids": np.asarray([ids], dtype=np.int64), "h0": state[0], "c0": state[1]},
-        )
-        return logits[0], (h, c)
-
-    def logits(self, ids):
-        return self._run(list(ids), None)[0]
-
-    def greedy(self, ids, n, eos=None):
-        logits, state = self._run(list(ids), None)
-        out = []
-        for _ in range(n):
-            tok = int(logits[-1].argmax())
-            out.append(tok)
-            if tok == eos or len(out) == n:
-                break
-            logits, state = self._run([tok], state)
-        return out
-
-    def close(self):
-        del self.sess
 
 
 def export_onnx(model_dir: Path, out_dir: Path) -> Path:
@@ -182,8 +114,6 @@ def _copy_tokenizer(src: Path, dst: Path) -> None:
 
 def build(cfg, name: str, base: Path, spec, tmp: Path, log) -> Manifest:
     """export.pipeline's build step for an LSTM directory (the pipeline owns tmp and out)."""
-    from export.pipeline import Step, manifest_of  # the pipeline imports this module
-
     if not isinstance(base, Path):
         raise ExportError(f"--base {cfg.base}: an LSTM is exported from a local directory")
     steps: dict[str, Step] = {}
@@ -197,10 +127,11 @@ def build(cfg, name: str, base: Path, spec, tmp: Path, log) -> Manifest:
     tokenizer = merge.load_tokenizer(base, None)
     tokenizer.save_pretrained(hf)
     ctx = lstm.LstmConfig.from_dict(_json(hf / lstm.CONFIG_FILE)).context_length
-    torch_lm = TorchLstmLM(hf)
     # the state has no length limit; the held-out text is scored as for other models
-    ref = Reference.build(torch_lm, tokenizer)
-    torch_lm.close()
+    n_ctx = max(ctx, 1024)  # bounds only the reference's greedy decoding
+    reference = open_backend(hf, "torch", hf=hf, context_length=n_ctx, architecture=ARCHITECTURE)
+    ref = Reference.build(reference, tokenizer)
+    reference.close()
     steps["torch"] = Step("torch", "passed", time.perf_counter() - t, {"ppl": round(ref.ppl, 4)})
     log(f"[hf] done: perplexity {ref.ppl:.2f} on the held-out text")
 
@@ -209,7 +140,9 @@ def build(cfg, name: str, base: Path, spec, tmp: Path, log) -> Manifest:
         log(f"[{fmt}] building ...")
         try:
             path = make()
-            lm = OnnxLstmLM(path)
+            lm = open_backend(
+                path.parent, fmt, hf=hf, context_length=n_ctx, architecture=ARCHITECTURE
+            )
             try:
                 numbers = measure(lm, ref)
             finally:

@@ -16,16 +16,16 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 
-from balabol import __version__, bases
+from balabol import bases
 from balabol.errors import BalabolError, ExportError
-from balabol.manifest import FORMATS, Artifact, Manifest, digest
-from balabol.prompt import encode_text, template_sha256
+from balabol.manifest import FORMATS, Manifest
+from balabol.prompt import encode_text
 from balabol.settings import artifacts_dir
 from export import gguf, int8, lstm, merge, onnx, registry
-from export.parity import DEFAULT_GATES, Gate, GgufLM, OnnxLM, Reference, TorchLM, judge, measure
+from export.parity import DEFAULT_GATES, Gate, Reference, judge, measure, open_backend
+from export.steps import Step, manifest_of
 
 GGUF_FORMATS = ("gguf-f16", "gguf-q8_0", "gguf-q4_k_m")
 
@@ -55,15 +55,6 @@ class ExportConfig:
             return Path(self.adapter).resolve().name
         name = bases.ALIASES.get(self.base, self.base)
         return name if name in bases.EMBEDDED else Path(self.base).resolve().name
-
-
-@dataclass
-class Step:
-    fmt: str
-    status: str
-    seconds: float
-    parity: dict = field(default_factory=dict)
-    details: dict = field(default_factory=dict)
 
 
 def _load_config(base: Path | str) -> dict:
@@ -141,15 +132,24 @@ def _build(cfg, name, base, spec, tmp: Path, log) -> Manifest:
     merge.merge(base, Path(cfg.adapter) if cfg.adapter else None, hf)
     model_cfg = spec.complete_config(json.loads((hf / "config.json").read_text()))
     (hf / "config.json").write_text(json.dumps(model_cfg, indent=2) + "\n")
-    torch_lm = TorchLM(hf)
     ctx = int(model_cfg.get("max_position_embeddings") or model_cfg.get("n_positions") or 2048)
-    ref = Reference.build(torch_lm, tokenizer, max_text_tokens=min(512, ctx - 1))
-    torch_lm.close()
+    # the runtime's torch backend is the reference (its context only bounds greedy decoding)
+    reference = open_backend(hf, "torch", hf=hf, context_length=max(ctx, 1024))
+    ref = Reference.build(reference, tokenizer, max_text_tokens=min(512, ctx - 1))
+    reference.close()
     steps["torch"] = Step("torch", "passed", time.perf_counter() - t, {"ppl": round(ref.ppl, 4)})
     log(f"[hf] done: perplexity {ref.ppl:.2f} on the held-out text")
 
-    def check(fmt: str, lm_factory, t0: float, details: dict | None = None) -> None:
-        lm = lm_factory()
+    # the parity inputs must fit even when the model was trained on a shorter context
+    # (a scratch model with --max-length 64): positions past it are computed, as torch does
+    n_ctx = max(min(ctx, 1024), *(len(seq) for seq in ref.sequences), len(ref.text_ids))
+
+    def candidate(path: Path, fmt: str):
+        """The runtime backend that will serve this file: the one the gate checks."""
+        return open_backend(path, fmt, hf=hf, context_length=n_ctx)
+
+    def check(fmt: str, path: Path, t0: float, details: dict | None = None) -> None:
+        lm = candidate(path, fmt)
         try:
             numbers = measure(lm, ref)
         finally:
@@ -175,7 +175,7 @@ def _build(cfg, name, base, spec, tmp: Path, log) -> Manifest:
 
         def build_onnx(t0):
             model, fused = onnx.export_onnx(hf, tmp / "onnx")
-            check("onnx", lambda: OnnxLM(model), t0, {"fused_operators": fused})
+            check("onnx", model, t0, {"fused_operators": fused})
 
         attempt("onnx", build_onnx)
     if "onnx-int8" in cfg.formats and (tmp / "onnx" / "model.onnx").is_file():
@@ -184,14 +184,14 @@ def _build(cfg, name, base, spec, tmp: Path, log) -> Manifest:
 
         def build_int8(t0):
             def gate(path: Path) -> list[str]:
-                lm = OnnxLM(path)
+                lm = candidate(path, "onnx-int8")
                 try:
                     return judge(measure(lm, ref), cfg.gates["onnx-int8"])
                 finally:
                     lm.close()
 
             rep = int8.export_int8(tmp / "onnx", tmp / "onnx-int8", calib, accept=gate, log=log)
-            check("onnx-int8", lambda: OnnxLM(tmp / "onnx-int8" / "model.onnx"), t0, rep.as_dict())
+            check("onnx-int8", tmp / "onnx-int8" / "model.onnx", t0, rep.as_dict())
 
         attempt("onnx-int8", build_int8)
     if "onnx" not in cfg.formats:
@@ -199,9 +199,6 @@ def _build(cfg, name, base, spec, tmp: Path, log) -> Manifest:
         steps.pop("onnx", None)
 
     # 5. GGUF f16, then quantized from it
-    # the parity inputs must fit even when the model was trained on a shorter context
-    # (a scratch model with --max-length 64): positions past it are computed, as torch does
-    n_ctx = max(min(ctx, 1024), *(len(seq) for seq in ref.sequences), len(ref.text_ids))
     if wanted_gguf and gguf_skip:
         for fmt in wanted_gguf:
             steps[fmt] = Step(fmt, "skipped", 0.0, {"skipped": gguf_skip})
@@ -210,7 +207,7 @@ def _build(cfg, name, base, spec, tmp: Path, log) -> Manifest:
 
         def build_f16(t0):
             gguf.convert_f16(hf, f16)
-            check("gguf-f16", lambda: GgufLM(f16, n_ctx), t0)
+            check("gguf-f16", f16, t0)
 
         attempt("gguf-f16", build_f16)
         for fmt in ("gguf-q8_0", "gguf-q4_k_m"):
@@ -220,7 +217,7 @@ def _build(cfg, name, base, spec, tmp: Path, log) -> Manifest:
 
             def build_q(t0, fmt=fmt, dst=dst):
                 gguf.quantize(f16, dst, FORMATS[fmt][0])
-                check(fmt, lambda: GgufLM(dst, n_ctx), t0)
+                check(fmt, dst, t0)
 
             attempt(fmt, build_q)
         if "gguf-f16" not in cfg.formats:
@@ -229,31 +226,6 @@ def _build(cfg, name, base, spec, tmp: Path, log) -> Manifest:
 
     # 6. the manifest: what was built, where, how big, and how well it matched
     return manifest_of(cfg, name, spec.name, steps, tmp, tokenizer, ctx)
-
-
-def manifest_of(cfg, name, architecture, steps: dict[str, Step], tmp, tokenizer, ctx) -> Manifest:
-    artifacts = []
-    for fmt in FORMATS:
-        if fmt not in steps:
-            continue
-        s = steps[fmt]
-        quant, rel = FORMATS[fmt]
-        path = tmp / rel
-        size, sha = digest(path) if path.exists() else (0, "")
-        artifacts.append(
-            Artifact(fmt, quant, rel, size, sha, s.status, s.parity, s.details, round(s.seconds, 2))
-        )
-    return Manifest(
-        name=name,
-        architecture=architecture,
-        base=bases.describe(cfg.base),
-        adapter=None if cfg.adapter is None else {"path": str(Path(cfg.adapter).resolve())},
-        chat_template_sha256=template_sha256(tokenizer.chat_template),
-        artifacts=tuple(artifacts),
-        created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        balabol_version=__version__,
-        context_length=ctx,
-    )
 
 
 # architectures whose export differs from "merge, then optimum ONNX and llama.cpp GGUF"

@@ -96,6 +96,7 @@ class DecoderBackend:
     eos_ids: frozenset[int] = field(default_factory=frozenset)
     last_stats: Stats | None = None
     reused: int = 0  # prompt tokens the last _prefill did not recompute
+    last_tokens: list[int] = field(default_factory=list)  # the last reply's token ids
 
     # --- hooks -------------------------------------------------------------------------
     def _prefill(self, ids: list[int], key: Hashable | None = None) -> np.ndarray:
@@ -206,4 +207,41 @@ class DecoderBackend:
             raise
         finally:
             self._end(failed=failed)
-            self.last_stats = d.stats
+            self.last_stats, self.last_tokens = d.stats, d.out
+
+    # --- scoring: the parity gate, `balabol eval` and the benchmarks (runtime/score.py) ---
+    def logits(self, ids: Sequence[int]) -> np.ndarray:
+        """(T, V) float32 next-token logits at every position of one sequence, from a fresh
+        state (no cached prompt is reused)."""
+        raise NotImplementedError
+
+    def logits_batch(
+        self, rows: Sequence[Sequence[int]], positions: Sequence[Sequence[int]] | None = None
+    ) -> list[np.ndarray]:
+        """`logits` of several sequences; with `positions`, only those rows of each. Backends
+        that can run sequences together (torch, with padding) override this."""
+        out = []
+        for i, ids in enumerate(rows):
+            x = self.logits(ids)
+            out.append(x if positions is None else x[np.asarray(positions[i], dtype=np.int64)])
+        return out
+
+    def greedy(
+        self, ids: Sequence[int], max_new_tokens: int, *, stop_at_eos: bool = True
+    ) -> list[int]:
+        """The greedy continuation of ids, as token ids, from the decode loop that serves
+        replies (KV cache or recurrent state). An end-of-turn token ends it and is not
+        included; with stop_at_eos=False exactly max_new_tokens come (context permitting)."""
+        config = GenerationConfig(
+            max_new_tokens=max_new_tokens,
+            temperature=0,
+            repetition_penalty=1.0,
+            ignore_eos=not stop_at_eos,
+        )
+        for _ in self.stream_ids(list(ids), config):
+            pass
+        return list(self.last_tokens)
+
+    def greedy_batch(self, rows: Sequence[Sequence[int]], max_new_tokens: int) -> list[list[int]]:
+        """`greedy` of several prompts (torch overrides it with one left-padded batch)."""
+        return [self.greedy(ids, max_new_tokens) for ids in rows]

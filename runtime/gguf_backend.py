@@ -3,7 +3,8 @@
 Each chat (`key`) keeps its KV state between turns, in a slot of runtime/gguf_engine.py or
 saved to host memory, so the next turn reads only its new message: time to first token
 grows with the new message, not the history or the number of users. Logits are read
-straight from llama.cpp's buffer.
+straight from llama.cpp's buffer. `logits` (scoring: the parity gate, `balabol eval`) reads
+every position's logits from the same context, a batch at a time.
 
 Example: `balabol chat --format gguf-q4_k_m`.
 """
@@ -83,6 +84,15 @@ class GgufBackend(DecoderBackend):
         if self._slot is not None:
             self.engine.release(self._slot, keep=not failed)
             self._slot = None
+
+    def logits(self, ids) -> np.ndarray:
+        """(T, V) logits at every position of ids, from an empty slot (nothing reused)."""
+        self._end()
+        slot = self.engine.claim(None, [])  # a fresh slot: key None reuses nothing
+        try:
+            return self.engine.score(slot, list(ids))
+        finally:
+            self.engine.release(slot, keep=False)
 
     def reset(self):
         """Forget every cached chat state (benchmarks measure a cold prompt)."""

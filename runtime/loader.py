@@ -4,6 +4,10 @@
 `gguf` picks the family's best passed file. Files are checked against the manifest's sizes
 (and, with verify=True, sha256) before native code touches them.
 
+`open_file` opens one file (or directory) of a given format without a manifest: the parity
+gate checks each file with it while the export is still being built, and `balabol eval`
+scores a base model with it. `load` goes through it too, so both read a file the same way.
+
 Example: `balabol chat --artifact smollm2-135m-instruct --format auto`.
 """
 
@@ -27,7 +31,8 @@ def _torch(*a, **k):
 def _onnx(path, **k):
     from runtime.onnx_backend import OnnxBackend
 
-    return OnnxBackend.open(path / "model.onnx", **k)
+    # an artifact's onnx/ directory, or one .onnx file (the int8 search's candidates)
+    return OnnxBackend.open(path / "model.onnx" if path.is_dir() else path, **k)
 
 
 def _gguf(*a, parallel: int = 1, **k):
@@ -48,7 +53,7 @@ def _lstm_torch(*a, **k):
     return LstmTorchBackend.open(*a, **k)
 
 
-# format -> opener(path, tokenizer=, context_length=, fmt=, threads=)
+# format -> opener(path, tokenizer=, context_length=, fmt=, threads=, **options)
 BACKENDS: dict[str, Callable] = {
     "torch": _torch,
     "onnx": _onnx,
@@ -133,6 +138,38 @@ def check_files(root: Path, a: Artifact) -> None:
         )
 
 
+def open_file(
+    path: Path,
+    fmt: str,
+    *,
+    tokenizer,
+    context_length: int,
+    architecture: str | None = None,
+    n_threads: int | None = None,
+    **options,
+):
+    """A backend over one exported file (or directory) of format `fmt`, with no manifest.
+
+    tokenizer: a directory with tokenizer.json (read with runtime.tokenizer), or a tokenizer
+    already loaded. architecture: the manifest's name for it, where it has its own decode step
+    ("lstm"). options: what a backend's `open` takes besides (torch: adapter=, device=)."""
+    if fmt not in BACKENDS:
+        raise ArtifactError(f"unknown format {fmt!r}; choose one of: {', '.join(BACKENDS)}")
+    if isinstance(tokenizer, (str, Path)):
+        from runtime.tokenizer import Tokenizer
+
+        tokenizer = Tokenizer(Path(tokenizer))
+    opener = ARCH_BACKENDS.get((architecture, fmt), BACKENDS[fmt])
+    return opener(
+        Path(path),
+        tokenizer=tokenizer,
+        context_length=context_length,
+        fmt=fmt,
+        threads=n_threads or threads(),
+        **options,
+    )
+
+
 def load(
     artifact: str = DEFAULT_ARTIFACT,
     fmt: str = "auto",
@@ -144,25 +181,25 @@ def load(
 ):
     """A ready backend for `artifact` in format `fmt` (a format name or auto/gguf).
     `parallel`: how many chats the gguf backend decodes together (its KV slots)."""
-    from runtime.tokenizer import Tokenizer
-
     path = artifact_dir(artifact, root)
     manifest = Manifest.load(path)
     entry = choose(manifest, fmt)
     check_files(path, entry)
     if verify_sha:
         verify(path, entry)
-    tokenizer = Tokenizer(path / "hf")
-    ctx = min(manifest.context_length or 2048, MAX_CONTEXT)
-    opener = ARCH_BACKENDS.get((manifest.architecture, entry.format), BACKENDS[entry.format])
-    extra = {"parallel": parallel} if opener is _gguf else {}
-    backend = opener(
+    backend = open_file(
         path / entry.path,
-        tokenizer=tokenizer,
-        context_length=ctx,
-        fmt=entry.format,
-        threads=n_threads or threads(),
-        **extra,
+        entry.format,
+        tokenizer=path / "hf",
+        context_length=serving_context(manifest),
+        architecture=manifest.architecture,
+        n_threads=n_threads,
+        **({"parallel": parallel} if entry.format.startswith("gguf") else {}),
     )
     backend.artifact = manifest.name
     return backend
+
+
+def serving_context(manifest: Manifest) -> int:
+    """The context a served model gets: its own, up to MAX_CONTEXT."""
+    return min(manifest.context_length or 2048, MAX_CONTEXT)

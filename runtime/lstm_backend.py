@@ -43,21 +43,25 @@ class LstmOnnxBackend(DecoderBackend):
         zeros = np.zeros((h0.shape[0], 1, h0.shape[2]), dtype=np.float32)  # (L, 1, H)
         self._zero = (zeros, zeros)
 
-    def _run(self, ids: list[int]) -> np.ndarray:
-        h, c = self._state
+    def _run(self, ids: list[int], state: tuple) -> tuple[np.ndarray, tuple]:
+        """(T, V) logits of ids from `state`, and the state after them."""
+        h, c = state
         logits, h, c = self.session.run(
             ["logits", "hn", "cn"],
             {"input_ids": np.asarray([ids], dtype=np.int64), "h0": h, "c0": c},
         )
-        self._state = (h, c)
-        return logits[0, -1]
+        return logits[0], (h, c)
 
     def _prefill(self, ids, key=None):
-        self._state = self._zero
-        return self._run(ids)
+        logits, self._state = self._run(ids, self._zero)
+        return logits[-1]
 
     def _step(self, token):
-        return self._run([token])
+        logits, self._state = self._run([token], self._state)
+        return logits[-1]
+
+    def logits(self, ids):
+        return self._run(list(ids), self._zero)[0]
 
     def close(self):
         self.session, self._state = None, ()
@@ -89,6 +93,12 @@ class LstmTorchBackend(DecoderBackend):
             out = self.model(torch.tensor([ids]), state=state)
         self._state = out.state
         return out.logits[0, -1].numpy()
+
+    def logits(self, ids):
+        import torch
+
+        with torch.inference_mode():
+            return self.model(torch.tensor([list(ids)])).logits[0].float().numpy()
 
     def _prefill(self, ids, key=None):
         return self._forward(ids, None)

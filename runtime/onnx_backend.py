@@ -76,32 +76,39 @@ class OnnxBackend(DecoderBackend):
         }
         self._mask = np.ones((1, self.context_length), dtype=np.int64)
 
-    def _run(self, ids: list[int]) -> np.ndarray:
+    def _run(self, ids: list[int], past: dict, pos: int) -> tuple[np.ndarray, dict]:
+        """(T, V) logits of ids after `pos` cached positions, and the cache after them."""
         s = len(ids)
         b = self.session.io_binding()
         b.bind_cpu_input("input_ids", np.asarray([ids], dtype=np.int64))
         if self._has_mask:
-            b.bind_cpu_input("attention_mask", self._mask[:, : self._pos + s])
+            mask = self._mask if pos + s <= self._mask.shape[1] else np.ones((1, pos + s), np.int64)
+            b.bind_cpu_input("attention_mask", mask[:, : pos + s])
         if self._has_pos:
-            b.bind_cpu_input(
-                "position_ids", np.arange(self._pos, self._pos + s, dtype=np.int64)[None]
-            )
+            b.bind_cpu_input("position_ids", np.arange(pos, pos + s, dtype=np.int64)[None])
         for n in self._past_names:
-            b.bind_ortvalue_input(n, self._past[n])
+            b.bind_ortvalue_input(n, past[n])
         for n in self._outputs:
             b.bind_output(n, "cpu")
         self.session.run_with_iobinding(b)
         outs = b.get_outputs()
-        self._past = {n: outs[i] for n, i in self._present.items()}
-        self._pos += s
-        return outs[0].numpy()[0, -1]
+        return outs[0].numpy()[0], {n: outs[i] for n, i in self._present.items()}
+
+    def _advance(self, ids: list[int]) -> np.ndarray:
+        logits, self._past = self._run(ids, self._past, self._pos)
+        self._pos += len(ids)
+        return logits[-1]
 
     def _prefill(self, ids, key=None):
         self._past, self._pos = dict(self._empty), 0
-        return self._run(ids)
+        return self._advance(ids)
 
     def _step(self, token):
-        return self._run([token])
+        return self._advance([token])
+
+    def logits(self, ids):
+        # the decode state (_past, _pos) is left alone: the next _prefill starts afresh anyway
+        return self._run(list(ids), self._empty, 0)[0]
 
     def close(self):
         self.session, self._past = None, {}

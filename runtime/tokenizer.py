@@ -19,6 +19,10 @@ def _content(token) -> str | None:
 
 
 class Tokenizer:
+    # transformers' name for "has tokenizer.json and gives character offsets", which
+    # balabol.labels needs to find the assistant replies
+    is_fast = True
+
     def __init__(self, directory: Path):
         require("tokenizers", extra="runtime")
         from tokenizers import Tokenizer as RustTokenizer
@@ -47,6 +51,10 @@ class Tokenizer:
     @property
     def special_ids(self) -> list[int]:
         return [i for i, t in self._tok.get_added_tokens_decoder().items() if t.special]
+
+    def token_to_id(self, token: str) -> int | None:
+        """The id of a vocabulary entry or added token, None if there is none."""
+        return self._tok.token_to_id(token)
 
     def __len__(self) -> int:
         return self._tok.get_vocab_size(with_added_tokens=True)

@@ -16,9 +16,9 @@ from balabol.cli import main as cli
 from balabol.errors import ConfigError, ExportError
 from balabol.manifest import Manifest
 from balabol.prompt import CHAT_TEMPLATE, EOS_TOKEN
-from runtime import GenerationConfig, load
+from runtime import GenerationConfig, evaluate, load, score
 from tests.conftest import export_tiny
-from training import dataset, evaluate
+from training import dataset
 from training.baselines import ARCHS, ScratchConfig, run
 from training.harness import TrainResult, last_checkpoint_step
 
@@ -208,19 +208,18 @@ def test_the_runtime_generates_the_same_text_from_every_format(trained, exported
 
 
 def test_eval_scores_the_trained_model(trained):
-    """The hook `balabol eval` needs: the model dir loads into training.evaluate.score."""
-    import torch
-    from transformers import AutoModelForCausalLM
-
+    """The hook `balabol eval` needs: the model dir opens in the runtime's torch backend."""
     out = trained.cfg.out
-    if trained.arch == "lstm":
-        model = lstm.load(out)
-    else:
-        model = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).eval()
     tokenizer, added = dataset.chat_tokenizer(out)
     assert added == []  # the chat tokens are its own
     samples = list(dataset.read_jsonl(trained.cfg.data / "val.jsonl"))
-    got = evaluate.score(model, tokenizer, samples, max_new_tokens=6, batch_size=3)
+    model = evaluate.open_torch(evaluate.EvalConfig(data=trained.cfg.data, base=str(out)))
+    try:
+        got = score.score(
+            model.backend, samples, context=model.context, max_new_tokens=6, batch_size=3
+        )
+    finally:
+        model.backend.close()
     encoded, _ = dataset.load_split(trained.cfg.data / "val.jsonl", tokenizer)
     assert got["samples"] == 8
     assert got["target_tokens"] == sum(e.n_targets for e in encoded)
@@ -345,8 +344,8 @@ def test_an_lstm_takes_no_adapter(tmp_path):
 def test_balabol_eval_scores_the_model_directory_and_its_artifact(trained, exported, tmp_path):
     """`balabol eval --base models/NAME` and `--artifact NAME` give the same numbers, and
     both land in the data set's one comparison table."""
-    from training.evaluate import EvalConfig
-    from training.evaluate import run as run_eval
+    from runtime.evaluate import EvalConfig
+    from runtime.evaluate import run as run_eval
 
     root, _ = exported
     data = trained.cfg.data

@@ -13,7 +13,8 @@ from balabol.cli import main as cli
 from balabol.errors import BaseModelError, ConfigError, DataError, UnsupportedArchitectureError
 from balabol.manifest import Manifest
 from balabol.prompt import CHAT_TEMPLATE, EOS_TOKEN
-from training import evaluate, targets
+from runtime import evaluate
+from training import targets
 from training.harness import TrainResult, last_checkpoint_step
 from training.lora import TrainConfig, run
 from training.plan import plan_device
@@ -414,7 +415,7 @@ def test_importing_the_commands_does_not_import_torch():
     import subprocess
     import sys
 
-    code = "import sys, training.train, training.evaluate; print('torch' in sys.modules)"
+    code = "import sys, training.train, runtime.evaluate; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 

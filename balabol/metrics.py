@@ -1,4 +1,4 @@
-"""Text-overlap metrics for `balabol eval`, written out so every number can be checked by hand.
+"""Text metrics for `balabol eval`, written out so every number can be checked by hand.
 
 - ROUGE-L: the F1 of precision and recall of the longest common subsequence (Lin, 2004,
   https://aclanthology.org/W04-1013/), per reply, averaged over replies.
@@ -6,11 +6,13 @@
   the geometric mean of the four precisions and a brevity penalty. For n >= 2 the counts are
   add-one smoothed (Lin & Och, 2004, https://aclanthology.org/C04-1072/), so one missing
   4-gram does not zero a whole corpus of short chat replies.
+- bits per byte: a total log-loss in nats, in bits, over the UTF-8 bytes of the text it
+  was paid on; unlike perplexity it does not depend on the tokenizer.
 
-Both work on `words(text)`: lowercased words and single punctuation marks (Unicode-aware,
-so Russian works too). Values are in [0, 1].
+ROUGE-L and BLEU work on `words(text)`: lowercased words and single punctuation marks
+(Unicode-aware, so Russian works too); their values are in [0, 1].
 
-Example: `balabol eval --data data/me --adapter adapters/me` reports both.
+Example: `balabol eval --data data/me --adapter adapters/me` reports all three.
 """
 
 from __future__ import annotations
@@ -74,3 +76,10 @@ def corpus_bleu(
     precisions += [(m + 1) / (t + 1) for m, t in zip(matches[1:], totals[1:], strict=True)]
     brevity = 1.0 if cand_len > ref_len else math.exp(1 - ref_len / cand_len)
     return brevity * math.exp(sum(math.log(p) for p in precisions) / max_n)
+
+
+def bits_per_byte(nll: float, n_bytes: int) -> float:
+    """A summed negative log-likelihood (nats) as bits per UTF-8 byte of the scored text."""
+    if n_bytes <= 0:
+        raise ValueError(f"bits per byte of {n_bytes} bytes: there is no text to divide by")
+    return nll / math.log(2) / n_bytes

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from training.metrics import corpus_bleu, lcs_length, ngrams, rouge_l, words
+from balabol.metrics import corpus_bleu, lcs_length, ngrams, rouge_l, words
 
 CAT = words("The cat sat on the mat.")[:-1]  # the cat sat on the mat
 REF = words("the cat is on the mat")

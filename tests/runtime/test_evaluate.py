@@ -1,4 +1,5 @@
-"""`balabol eval`: the numbers match a sample-by-sample computation; bad input is a clear error."""
+"""`balabol eval`: the numbers match a sample-by-sample computation; every model is scored by
+a runtime backend; bad input is a clear error."""
 
 from __future__ import annotations
 
@@ -8,15 +9,17 @@ import shutil
 
 import pytest
 
+from balabol import labels
 from balabol.cli import main as cli
-from balabol.errors import AdapterError, ArtifactError, ConfigError, DataError
+from balabol.errors import AdapterError, ArtifactError, BaseModelError, ConfigError, DataError
 from balabol.manifest import FORMATS
 from balabol.prompt import BOS_TOKEN, EOS_TOKEN, render_chat
+from balabol.samples import Sample
+from runtime import evaluate, score
+from runtime.evaluate import EvalConfig
+from runtime.loader import load, open_file
 from tests.conftest import export_tiny
-from training import dataset, evaluate
-from training.evaluate import EvalConfig
-
-from .helpers import PAIRS, build_plain_gpt2, chat, write_data, write_jsonl
+from tests.training.helpers import PAIRS, build_plain_gpt2, chat, write_data, write_jsonl
 
 SAMPLES = [
     chat("hi", "hello there!"),
@@ -25,42 +28,31 @@ SAMPLES = [
 ]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    import torch
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def llama(tiny_model):
-    import torch
-    from transformers import AutoModelForCausalLM
-
+    """(base dir, its torch backend, the chat tokenizer) for the tiny llama."""
     base = tiny_model("llama")
-    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32).eval()
-    tokenizer, _ = dataset.chat_tokenizer(base)
-    return base, model, tokenizer
+    tokenizer, _ = labels.chat_tokenizer(base)
+    backend = open_file(base, "torch", tokenizer=tokenizer, context_length=256, n_threads=1)
+    yield base, backend, tokenizer
+    backend.close()
 
 
 def test_loss_and_bits_per_byte_match_one_sample_at_a_time(llama):
     import torch
     import torch.nn.functional as F
 
-    _, model, tok = llama
-    samples = [dataset.Sample(tuple(m), None, "test") for m in SAMPLES]
-    got = evaluate.score(model, tok, samples, max_new_tokens=4, batch_size=2)
+    _, backend, tok = llama
+    samples = [Sample(tuple(m), None, "test") for m in SAMPLES]
+    got = score.score(backend, samples, context=256, max_new_tokens=4, batch_size=2)
 
     nll, n, n_bytes = 0.0, 0, 0
     for messages in SAMPLES:
         text = render_chat(messages, add_generation_prompt=False)
         ids = tok(text, add_special_tokens=False)["input_ids"]
         with torch.no_grad():
-            logits = model(torch.tensor([ids])).logits[0]
-        enc = dataset.encode(messages, tok)
+            logits = backend.model(torch.tensor([ids])).logits[0]
+        enc = labels.encode(messages, tok)
         targets = torch.tensor(enc.labels[1:])
         nll += F.cross_entropy(logits[:-1], targets, ignore_index=-100, reduction="sum").item()
         n += enc.n_targets
@@ -75,12 +67,27 @@ def test_loss_and_bits_per_byte_match_one_sample_at_a_time(llama):
     assert [e["reference"] for e in got["examples"]] == ["hello there!", "4 🚀", "see you"]
 
 
-def test_greedy_replies_do_not_depend_on_batching(llama):
-    _, model, tok = llama
-    prompts = [m[:-1] for m in SAMPLES]
-    one = evaluate.generate(model, tok, prompts, max_new_tokens=6, batch_size=1)
-    batched = evaluate.generate(model, tok, prompts, max_new_tokens=6, batch_size=3)
-    assert one == batched
+def test_batched_greedy_replies_are_the_decode_loops(llama):
+    """torch's left-padded batch (eval's fast path) gives the tokens the served decode loop
+    gives one prompt at a time, and a batch of one the same as a batch of three."""
+    _, backend, tok = llama
+    rows = score.prompt_ids(tok, [m[:-1] for m in SAMPLES], context=256, max_new_tokens=6)
+    one = [backend.greedy(ids, 6) for ids in rows]
+    assert any(one)
+    assert backend.greedy_batch(rows, 6) == one
+    assert [backend.greedy_batch([ids], 6)[0] for ids in rows] == one
+
+
+def test_logits_batch_gives_each_sequences_logits(llama):
+    import numpy as np
+
+    _, backend, tok = llama
+    rows = [tok(t, add_special_tokens=False)["input_ids"] for t in ("hello there", "a b c d e f")]
+    full = backend.logits_batch(rows)
+    picked = backend.logits_batch(rows, [[0, 1], [3]])
+    for ids, x, y, p in zip(rows, full, picked, [[0, 1], [3]], strict=True):
+        np.testing.assert_allclose(x, backend.logits(ids), atol=1e-4)
+        np.testing.assert_allclose(y, x[p], atol=1e-6)
 
 
 def test_cli_writes_json_and_prints_a_table(llama, tmp_path, capsys):
@@ -145,6 +152,15 @@ def test_bad_input_is_a_clear_error(llama, tmp_path):
     write_jsonl(data / "val.jsonl", [{"messages": [{"role": "user", "content": "?"}]}])
     with pytest.raises(DataError, match=r"val\.jsonl has no sample with an assistant reply"):
         evaluate.run(EvalConfig(data=data, base=str(base)))
+    write_jsonl(data / "val.jsonl", [{"messages": chat("hi", "hello")}])
+    (tmp_path / "not-a-model").mkdir()
+    for f in base.iterdir():  # a config and a tokenizer, but the weights are cut short
+        if f.name.startswith(("config", "tokenizer", "special_tokens", "chat_template")):
+            shutil.copy2(f, tmp_path / "not-a-model" / f.name)
+    weights = (base / "model.safetensors").read_bytes()
+    (tmp_path / "not-a-model" / "model.safetensors").write_bytes(weights[: len(weights) // 2])
+    with pytest.raises(BaseModelError, match=r"cannot load the model from .*not-a-model"):
+        evaluate.run(EvalConfig(data=data, base=str(tmp_path / "not-a-model")))
 
 
 # --- exported artifacts: every format of the manifest, next to torch ---------------------
@@ -166,6 +182,12 @@ def artifact_eval(exported_llama, tmp_path_factory):
         data / "val.jsonl", [{"messages": m} for m in [*SAMPLES, *(chat(u, r) for u, r in PAIRS)]]
     )
     done: dict[str, tuple[dict, str]] = {}
+    scored_by: dict[str, type] = {}  # format -> the class of the backend that scored it
+    real = score.score
+
+    def spy(backend, *args, **kwargs):
+        scored_by[backend.format] = type(backend)
+        return real(backend, *args, **kwargs)
 
     def run(fmt: str) -> tuple[dict, str]:
         if fmt not in done:
@@ -173,10 +195,25 @@ def artifact_eval(exported_llama, tmp_path_factory):
             cfg = EvalConfig(
                 data=data, artifact=manifest.name, format=fmt, artifacts_dir=root, max_new_tokens=8
             )
-            done[fmt] = evaluate.run(cfg, log=lines.append), "\n".join(lines)
+            with pytest.MonkeyPatch.context() as mp:
+                mp.setattr(score, "score", spy)
+                done[fmt] = evaluate.run(cfg, log=lines.append), "\n".join(lines)
         return done[fmt]
 
+    run.scored_by = scored_by
     return data, run
+
+
+@pytest.mark.parametrize("fmt", list(FORMATS))
+def test_eval_scores_with_the_backend_that_serves_the_format(exported_llama, artifact_eval, fmt):
+    root, manifest = exported_llama
+    _, run = artifact_eval
+    run(fmt)
+    served = load(manifest.name, fmt, root=root)
+    try:
+        assert run.scored_by[fmt] is type(served)
+    finally:
+        served.close()
 
 
 @pytest.mark.parametrize("fmt", EXPORTED)
@@ -290,3 +327,13 @@ def test_an_artifact_without_the_chat_tokens_is_a_clear_error(tmp_path):
         evaluate.run(
             EvalConfig(data=data, artifact="plain", format="onnx", artifacts_dir=tmp_path / "a")
         )
+
+
+def test_importing_the_command_is_light():
+    import subprocess
+    import sys
+
+    heavy = ("torch", "transformers", "onnxruntime", "llama_cpp")
+    code = f"import sys, runtime.evaluate; print([m for m in {heavy!r} if m in sys.modules])"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
