@@ -86,13 +86,14 @@ def quiet(libraries: tuple[str, ...] = LIBRARIES) -> Iterator[Captured]:
             _logs(libraries, said.logs),
             _fds(said),
         ):
-            warnings.simplefilter("always")
+            # the filters stay as they are: what would have been shown is kept. (An
+            # "always" here would outlive the block in CPython's C-level copy of the
+            # filters, and print ResourceWarnings at exit.)
             try:
                 yield said
             finally:
                 said.warnings = [
-                    f"{w.category.__name__}: {w.message} ({w.filename}:{w.lineno})"
-                    for w in caught
+                    f"{w.category.__name__}: {w.message} ({w.filename}:{w.lineno})" for w in caught
                 ]
     except BaseException:
         failed = True
@@ -139,17 +140,19 @@ def _fds(said: Captured) -> Iterator[None]:
         yield
         return
     _flush()
-    with tempfile.TemporaryFile() as sink:
-        saved = [os.dup(fd) for fd in fds]
+    with (
+        tempfile.TemporaryFile() as sink,
         # Python-level writers too: sys.stdout may not be fd 1 (pytest, a notebook)
-        py = open(sink.fileno(), "w", buffering=1, encoding="utf-8", closefd=False)  # noqa: SIM115 (closed below)
+        open(sink.fileno(), "w", buffering=1, encoding="utf-8", closefd=False) as py,
+    ):
+        saved = [os.dup(fd) for fd in fds]
         try:
             for fd in fds:
                 os.dup2(sink.fileno(), fd)
             with contextlib.redirect_stdout(py), contextlib.redirect_stderr(py):
                 yield
         finally:
-            py.close()
+            py.flush()
             _flush()
             for fd, copy in zip(fds, saved, strict=True):
                 os.dup2(copy, fd)
