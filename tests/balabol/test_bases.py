@@ -163,9 +163,7 @@ def chunked(tmp_path, monkeypatch):
         return dists[name]
 
     monkeypatch.setattr(bases.metadata, "distribution", distribution)
-    base = bases.EmbeddedBase(
-        "m", "main", "m.gguf", "", "", "", locate=bases.assembled_from_chunks
-    )
+    base = bases.EmbeddedBase("m", "main", "m.gguf", "", "", "", locate=bases.assembled_from_chunks)
     return base, dists, data
 
 
@@ -195,4 +193,3 @@ def test_a_missing_chunk_lists_the_ones_found(chunked):
         "the chunks of m.gguf are incomplete (found: m.gguf.part01); "
         "reinstall: pip install --force-reinstall main"
     )
-

@@ -147,9 +147,7 @@ def test_verify_catches_one_changed_byte(built):
     gguf.write_bytes(b"gguF")  # same size, one byte different
     with pytest.raises(ArtifactError) as e:
         verify(root, m.artifact("gguf-q8_0"))
-    assert str(e.value).startswith(
-        f"{gguf} does not match the manifest (bytes 4 vs 4, sha256 "
-    )
+    assert str(e.value).startswith(f"{gguf} does not match the manifest (bytes 4 vs 4, sha256 ")
     assert str(e.value).endswith(
         "the file was changed or truncated; re-export with `balabol export --force`"
     )

@@ -32,7 +32,9 @@ def test_everything_is_captured_and_kept(capfd, caplog):
     assert capfd.readouterr() == ("", "")
     assert said.output.splitlines() == ["lib print", "lib fd 2", "lib from C"]
     assert said.logs == ["WARNING transformers.modeling_utils: lib log"]
-    assert len(said.warnings) == 1 and said.warnings[0].startswith("DeprecationWarning: lib warning")
+    assert len(said.warnings) == 1 and said.warnings[0].startswith(
+        "DeprecationWarning: lib warning"
+    )
     # everything is put back as it was
     assert (lib.handlers, lib.propagate) == before and caplog.messages == []
     print("after")
