@@ -81,26 +81,29 @@ def quiet(libraries: tuple[str, ...] = LIBRARIES) -> Iterator[Captured]:
         return
     failed = False
     try:
-        with (
-            warnings.catch_warnings(record=True) as caught,
-            _logs(libraries, said.logs),
-            _fds(said),
-        ):
-            # the filters stay as they are: what would have been shown is kept. (An
-            # "always" here would outlive the block in CPython's C-level copy of the
-            # filters, and print ResourceWarnings at exit.)
-            try:
-                yield said
-            finally:
-                said.warnings = [
-                    f"{w.category.__name__}: {w.message} ({w.filename}:{w.lineno})" for w in caught
-                ]
+        with _warnings(said.warnings), _logs(libraries, said.logs), _fds(said):
+            yield said
     except BaseException:
         failed = True
         raise
     finally:
         if failed and said.text:
             print(said.text, file=sys.stderr, flush=True)
+
+
+@contextlib.contextmanager
+def _warnings(into: list[str]) -> Iterator[None]:
+    # The filters are left alone (what would have been shown is kept) and so is their
+    # list: catch_warnings swaps it for a copy, which CPython's C side can keep using
+    # after the block and so print ResourceWarnings at exit.
+    def keep(message, category, filename, lineno, file=None, line=None):
+        into.append(f"{category.__name__}: {message} ({filename}:{lineno})")
+
+    shown, warnings.showwarning = warnings.showwarning, keep
+    try:
+        yield
+    finally:
+        warnings.showwarning = shown
 
 
 @contextlib.contextmanager
