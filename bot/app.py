@@ -34,25 +34,31 @@ from bot.middlewares import AllowList, RateLimit
 from bot.models import ModelPool
 from bot.replies import Replies
 from bot.storage import Store
-from bot.streaming import RetryAfterMiddleware
+from bot.streaming import Clock, RetryAfterMiddleware
 
 log = logging.getLogger(__name__)
 
 
-def make_bot(settings: Settings) -> Bot:
+def make_bot(settings: Settings, clock: Clock | None = None) -> Bot:
     session = (
         AiohttpSession(api=TelegramAPIServer.from_base(settings.api_base))
         if settings.api_base
         else AiohttpSession()
     )
-    session.middleware(RetryAfterMiddleware())
+    session.middleware(RetryAfterMiddleware(clock))
     return Bot(settings.token, session=session)
 
 
 class App:
-    """The bot, ready to run: `await App(settings).run()` until SIGINT/SIGTERM or `stop()`."""
+    """The bot, ready to run: `await App(settings).run()` until SIGINT/SIGTERM or `stop()`.
 
-    def __init__(self, settings: Settings, *, load: Callable | None = None):
+    `load` replaces runtime.loader.load and `clock` the time that pacing and flood control
+    wait on (both for tests).
+    """
+
+    def __init__(
+        self, settings: Settings, *, load: Callable | None = None, clock: Clock | None = None
+    ):
         self.settings = s = settings
         self.store = Store(s.db, history_limit=s.history_limit)
         self.models = ModelPool(
@@ -65,9 +71,9 @@ class App:
             threads=s.threads,
             load=load,
         )
-        self.replies = Replies(settings=s, store=self.store, models=self.models)
+        self.replies = Replies(settings=s, store=self.store, models=self.models, clock=clock)
         self.health = Health()
-        self.bot = make_bot(s)
+        self.bot = make_bot(s, clock)
         self.dp = Dispatcher(
             settings=s,
             store=self.store,

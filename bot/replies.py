@@ -27,7 +27,7 @@ from bot import texts
 from bot.config import Settings
 from bot.models import ModelPool
 from bot.storage import Prefs, Store
-from bot.streaming import LiveMessage, Pacer, job_pieces, stream, typing
+from bot.streaming import Clock, LiveMessage, Pacer, job_pieces, stream, typing
 from runtime.base import GenerationConfig
 from runtime.scheduler import QueueFull
 from runtime.session import Persona, fit
@@ -93,9 +93,11 @@ def compose(text: str, note: str | None) -> str:
 
 
 class Replies:
-    def __init__(self, *, settings: Settings, store: Store, models: ModelPool):
+    def __init__(
+        self, *, settings: Settings, store: Store, models: ModelPool, clock: Clock | None = None
+    ):
         self.settings, self.store, self.models = settings, store, models
-        self.pacer = Pacer(settings.edit_interval)
+        self.pacer = Pacer(settings.edit_interval, clock)
         self.active: dict[int, Reply] = {}  # user id -> their in-flight reply
         self.closing = False
         # reads job pieces; only running jobs read, so a few threads are plenty

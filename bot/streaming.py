@@ -6,7 +6,8 @@
 - replies longer than 4096 characters continue in new messages, split at a paragraph,
   line, sentence or word boundary (`split_message`);
 - a typing action while the model works (`typing`);
-- the runtime's blocking job iterator is read off the event loop (`job_pieces`).
+- the runtime's blocking job iterator is read off the event loop (`job_pieces`);
+- pacing and flood control read time through a `Clock` (tests pass a manual one).
 
 Example: `BALABOL_EDIT_INTERVAL=1.5 balabol bot` edits less often in busy groups.
 """
@@ -34,8 +35,24 @@ MAX_RETRIES = 5
 BOUNDARIES = (re.compile(r"\n\s*\n"), re.compile(r"\n"), re.compile(r"[.!?…](?=\s)"))
 
 
+class Clock:
+    """The event loop's time and sleep: what pacing and flood control wait on.
+
+    A seam for tests: a manual clock makes "at least `interval` apart" exact and instant.
+    """
+
+    def time(self) -> float:
+        return asyncio.get_running_loop().time()
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+
+
 class RetryAfterMiddleware(BaseRequestMiddleware):
     """Honour Telegram's flood control: wait retry_after seconds, then send again."""
+
+    def __init__(self, clock: Clock | None = None):
+        self.clock = clock or Clock()
 
     async def __call__(self, make_request, bot, method):
         for attempt in range(MAX_RETRIES + 1):
@@ -47,7 +64,7 @@ class RetryAfterMiddleware(BaseRequestMiddleware):
                 log.warning(
                     "flood control on %s: waiting %s s", type(method).__name__, e.retry_after
                 )
-                await asyncio.sleep(e.retry_after)
+                await self.clock.sleep(e.retry_after)
         raise AssertionError("unreachable")
 
 
@@ -74,17 +91,16 @@ def split_message(text: str, limit: int = MESSAGE_LIMIT) -> list[str]:
 class Pacer:
     """Per-chat slots at least `interval` seconds apart (Telegram: ~1 message/s per chat)."""
 
-    def __init__(self, interval: float):
-        self.interval = interval
+    def __init__(self, interval: float, clock: Clock | None = None):
+        self.interval, self.clock = interval, clock or Clock()
         self._next: dict[int, float] = {}
 
     async def slot(self, chat_id: int) -> None:
-        loop = asyncio.get_running_loop()
-        now = loop.time()
+        now = self.clock.time()
         at = max(now, self._next.get(chat_id, 0.0))
         self._next[chat_id] = at + self.interval
         if at > now:
-            await asyncio.sleep(at - now)
+            await self.clock.sleep(at - now)
 
 
 class LiveMessage:
@@ -175,10 +191,10 @@ async def stream(
     Pieces are appended to `said` as they come, so the caller keeps what was generated
     even when showing it fails half-way.
     """
-    loop = asyncio.get_running_loop()
+    clock = live.pacer.clock  # the same time the sends are paced by
     shown_at = float("-inf")
     async for piece in pieces:
         said.append(piece)
-        if loop.time() - shown_at >= interval and (text := "".join(said)).strip():
+        if clock.time() - shown_at >= interval and (text := "".join(said)).strip():
             await live.show(text)
-            shown_at = loop.time()
+            shown_at = clock.time()

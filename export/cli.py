@@ -25,9 +25,13 @@ def export(
     force: Annotated[bool, "replace an existing artifact of the same name"] = False,
     skip_existing: Annotated[bool, "do nothing (exit 0) if the artifact already exists"] = False,
     allow_failed: Annotated[bool, "exit 0 even when an artifact fails its parity gate"] = False,
+    verbose: Annotated[
+        bool, "show everything the libraries print (optimum, onnxruntime, llama.cpp)"
+    ] = False,
 ) -> int:
     """Merge, export to ONNX fp32/int8 and GGUF f16/q8_0/q4_k_m, check each against torch."""
     from balabol.manifest import FORMATS, Manifest
+    from balabol.quiet import verbosity
     from export.pipeline import ExportConfig, run
 
     kwargs = {"out_dir": out_dir} if out_dir else {}
@@ -44,7 +48,8 @@ def export(
         Manifest.load(existing)  # a broken one is an error, not "up to date"
         print(f"{existing} already exists; pass --force to rebuild it")
         return 0
-    manifest = run(cfg)
+    with verbosity(verbose):
+        manifest = run(cfg)
     failed = [a.format for a in manifest.artifacts if a.status == "failed"]
     if failed and not allow_failed:
         print(f"failed parity: {', '.join(failed)} (kept, marked failed; --allow-failed exits 0)")

@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from balabol.errors import ExportError, require
+from balabol.quiet import is_verbose, quiet
 from export.parity import open_backend, text
 from runtime.score import log_softmax
 
@@ -192,17 +193,18 @@ def quantize(src: Path, dst: Path, exclude: list[str], block_size: int) -> None:
     logging.getLogger("onnxruntime.quantization").setLevel(logging.WARNING)
     model = onnx.load(str(src))
     as_matmuls(model)
-    q = MatMulNBitsQuantizer(
-        model,
-        bits=BITS,
-        block_size=block_size,
-        is_symmetric=True,
-        accuracy_level=ACCURACY_LEVEL,
-        nodes_to_exclude=exclude,
-        op_types_to_quantize=("MatMul",),
-    )
-    q.process()
-    q.model.save_model_to_file(str(dst), use_external_data_format=False)
+    with quiet():
+        q = MatMulNBitsQuantizer(
+            model,
+            bits=BITS,
+            block_size=block_size,
+            is_symmetric=True,
+            accuracy_level=ACCURACY_LEVEL,
+            nodes_to_exclude=exclude,
+            op_types_to_quantize=("MatMul",),
+        )
+        q.process()
+        q.model.save_model_to_file(str(dst), use_external_data_format=False)
 
 
 def export_int8(
@@ -217,9 +219,15 @@ def export_int8(
     """Quantize `fp32_dir`'s model into `out_dir`. `accept(path)` (the parity gate) returns
     why a candidate is not good enough; smaller blocks, then more groups in fp32 are tried
     until it returns nothing. If nothing passes, the last candidate is kept (and the gate
-    marks the format failed)."""
+    marks the format failed). Each trial is logged only when verbose (`--verbose`): the
+    pipeline prints the outcome."""
     require("onnxruntime.quantization", extra="export")
     import onnx
+
+    if not is_verbose():
+
+        def log(_: str) -> None:
+            pass
 
     t0 = time.perf_counter()
     src = fp32_dir / "model.onnx"

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from balabol import prompt
 from balabol.errors import AdapterError, BaseModelError, require
+from balabol.quiet import quiet
 
 ADAPTER_CONFIG = "adapter_config.json"
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
@@ -50,7 +51,8 @@ def merge(base: Path | str, adapter: Path | None, out_dir: Path) -> None:
     from transformers import AutoModelForCausalLM
 
     try:
-        model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+        with quiet():  # transformers' notices about generation config and tied weights
+            model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
     except (OSError, ValueError, RuntimeError) as e:
         raise BaseModelError(f"cannot load the base model from {base}: {e}") from e
     tokenizer = load_tokenizer(base, adapter)
@@ -61,7 +63,8 @@ def merge(base: Path | str, adapter: Path | None, out_dir: Path) -> None:
         if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
             model.resize_token_embeddings(len(tokenizer))
         try:
-            model = PeftModel.from_pretrained(model, adapter).merge_and_unload()
+            with quiet():
+                model = PeftModel.from_pretrained(model, adapter).merge_and_unload()
         except (RuntimeError, ValueError, KeyError) as e:
             raise AdapterError(
                 f"adapter {adapter} does not fit base {base} (it was trained on "
@@ -69,5 +72,6 @@ def merge(base: Path | str, adapter: Path | None, out_dir: Path) -> None:
                 "Export it with the base it was trained on (--base)."
             ) from e
     model.config.use_cache = True
-    model.save_pretrained(out_dir, safe_serialization=True)
-    tokenizer.save_pretrained(out_dir)
+    with quiet():
+        model.save_pretrained(out_dir, safe_serialization=True)
+        tokenizer.save_pretrained(out_dir)

@@ -11,15 +11,12 @@ Example: `balabol export` writes artifacts/<name>/onnx/model.onnx.
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
-import logging
 import shutil
-import warnings
 from pathlib import Path
 
 from balabol.errors import ExportError, require
+from balabol.quiet import quiet
 from export import gqa
 
 TOKENIZER_PREFIXES = ("tokenizer", "special_tokens", "chat_template", "generation_config")
@@ -40,10 +37,11 @@ def fuse(model: Path, config: dict) -> dict[str, int]:
         return {}  # unknown graph, or weights in a side file (over protobuf's 2 GB)
     from onnxruntime.transformers.optimizer import optimize_model
 
-    logging.getLogger("onnxruntime.transformers").setLevel(logging.WARNING)
-    # num_heads/hidden_size 0: read from the graph; opt_level 0: fusions only, the
-    # session does its own graph optimizations at load time
-    fused = optimize_model(str(model), model_type=kind, num_heads=0, hidden_size=0, opt_level=0)
+    # num_heads/hidden_size 0: read from the graph (the optimizer's "Please specify
+    # parameters of num_heads and hidden_size" is about that, and kept quiet); opt_level 0:
+    # fusions only, the session does its own graph optimizations at load time
+    with quiet():
+        fused = optimize_model(str(model), model_type=kind, num_heads=0, hidden_size=0, opt_level=0)
     stats = {k: v for k, v in fused.get_fused_operator_statistics().items() if v}
     if model_type == "llama":
         stats["GroupQueryAttention"] = gqa.to_gqa(fused.model, config)
@@ -58,8 +56,7 @@ def export_onnx(hf_dir: Path, out_dir: Path) -> tuple[Path, dict[str, int]]:
     from optimum.exporters.onnx import main_export
 
     # optimum prints a wall of tracer warnings; our parity gate is the validation.
-    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+    with quiet():
         main_export(
             str(hf_dir),
             output=out_dir,

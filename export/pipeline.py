@@ -216,7 +216,8 @@ def _build(cfg, name, base, spec, tmp: Path, log) -> Manifest:
             dst = tmp / FORMATS[fmt][1]
 
             def build_q(t0, fmt=fmt, dst=dst):
-                gguf.quantize(f16, dst, FORMATS[fmt][0])
+                if fell_back := gguf.quantize(f16, dst, FORMATS[fmt][0]):
+                    log(f"[{fmt}] {fell_back}")
                 check(fmt, dst, t0)
 
             attempt(fmt, build_q)

@@ -113,7 +113,8 @@ class GgufEngine:
                 self._restore(slot, key)
             slot.key, slot.busy, slot.used = key, True, self._clock
             # keep at least the last prompt token to run: its logits start the reply
-            keep = common_prefix(slot.ids, list(ids[:-1])) if self.cache.budget > 0 else 0
+            reuse = key is not None and self.cache.budget > 0
+            keep = common_prefix(slot.ids, list(ids[:-1])) if reuse else 0
             self._truncate(slot, keep)
             slot.reused = len(slot.ids)
             return slot
@@ -218,6 +219,35 @@ class GgufEngine:
                 ptr = lc.llama_get_logits_ith(self.ctx.ctx, r)
                 out.append(np.ctypeslib.as_array(ptr, shape=(self.n_vocab,)).copy())
             return out
+
+    def score(self, slot: Slot, ids: Sequence[int]) -> np.ndarray:
+        """(T, V) logits at every position of ids appended to an empty slot."""
+        lc, ids = self.llama_cpp, list(ids)
+        if slot.ids or len(ids) > self.n_ctx_per_slot:
+            raise ConfigError(
+                f"cannot score {len(ids)} tokens in a slot of {self.n_ctx_per_slot} holding "
+                f"{len(slot.ids)}; open the backend with a longer context_length"
+            )
+        out = np.empty((len(ids), self.n_vocab), dtype=np.float32)  # (T, V)
+        b = self.batch
+        with self.lock:
+            for start in range(0, len(ids), self.n_batch):
+                chunk = ids[start : start + self.n_batch]
+                n = len(chunk)
+                np.ctypeslib.as_array(b.token, shape=(n,))[:] = chunk
+                np.ctypeslib.as_array(b.pos, shape=(n,))[:] = np.arange(start, start + n)
+                np.ctypeslib.as_array(b.n_seq_id, shape=(n,))[:] = 1
+                np.ctypeslib.as_array(b.logits, shape=(n,))[:] = 1  # every position
+                for j in range(n):
+                    b.seq_id[j][0] = slot.seq
+                b.n_tokens = n
+                if (rc := lc.llama_decode(self.ctx.ctx, b)) != 0:
+                    raise RuntimeError(f"llama_decode returned {rc} for {n} tokens")
+                slot.ids.extend(chunk)
+                for j in range(n):
+                    row = lc.llama_get_logits_ith(self.ctx.ctx, j)
+                    out[start + j] = np.ctypeslib.as_array(row, shape=(self.n_vocab,))
+        return out
 
     def prefill(self, slot: Slot, ids: Sequence[int]) -> np.ndarray:
         """Feed the rest of a prompt to one slot (in N_BATCH chunks); its last logits."""

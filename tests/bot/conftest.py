@@ -64,8 +64,36 @@ class Generation:
     config: object
 
 
+class ManualClock:
+    """A `bot.streaming.Clock` in virtual time: it moves only when something sleeps on it
+    (or `advance`s it), so pacing and flood control are exact and instant. Sleepers wake in
+    the order of their wake times; `sleeps` records every wait."""
+
+    def __init__(self):
+        self.now = 0.0
+        self.sleeps: list[float] = []
+        self._wakes: list[float] = []  # of the sleepers not yet woken
+
+    def time(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        wake = self.now + max(seconds, 0.0)
+        self._wakes.append(wake)
+        await asyncio.sleep(0)  # let the other ready tasks run (and maybe sleep) first
+        while wake > min(self._wakes):  # an earlier sleeper wakes first
+            await asyncio.sleep(0)
+        self._wakes.remove(wake)
+        self.now = max(self.now, wake)
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
 class Backend:
-    """A cached real backend seen through a Loader: records, and optionally slows, replies."""
+    """A cached real backend seen through a Loader: records, and optionally slows or holds,
+    replies."""
 
     # the scheduler then serves one reply at a time through `stream` below, where replies are
     # recorded and slowed; batched decoding has its own tests (tests/runtime/test_multichat.py)
@@ -78,14 +106,21 @@ class Backend:
         return getattr(self._backend, name)
 
     def stream(self, messages, config, *, cancel=None, key=None):
-        self._loader.generations.append(Generation(self._backend.format, messages, config))
-        if self._loader.gate is not None:
-            self._loader.gate.wait(10)
+        loader = self._loader
+        loader.generations.append(Generation(self._backend.format, messages, config))
+        if loader.gate is not None:
+            loader.gate.wait(10)
         pieces = self._backend.stream(messages, config, cancel=cancel, key=key)
+        said = ""
         for i, piece in enumerate(pieces):
-            if i == self._loader.fail_after:
+            if i == loader.fail_after:
                 raise RuntimeError("the model broke down")
-            time.sleep(self._loader.delay)
+            if loader.hold is not None and said.strip() and not loader.held.is_set():
+                loader.held.set()  # some text is out: hold the rest
+                while not loader.hold.wait(0.01) and not (cancel and cancel.is_set()):
+                    pass
+            time.sleep(loader.delay)
+            said += piece
             yield piece
 
     def close(self):  # the session's cache owns the real backend
@@ -95,7 +130,9 @@ class Backend:
 class Loader:
     """`runtime.loader.load` for tests: backends are loaded once per session and shared;
     each Loader records what was generated and can slow pieces down (`delay` seconds
-    apart), hold every generation until `gate` is set, or fail after `fail_after` pieces."""
+    apart), hold every generation until `gate` is set, hold the first generation once some
+    text is out until `hold` is set or the job is cancelled (`held` tells the test it is
+    held), or fail after `fail_after` pieces."""
 
     def __init__(
         self,
@@ -103,9 +140,11 @@ class Loader:
         *,
         delay: float = 0.0,
         gate: threading.Event | None = None,
+        hold: threading.Event | None = None,
         fail_after: int | None = None,
     ):
         self.cache, self.delay, self.gate, self.fail_after = cache, delay, gate, fail_after
+        self.hold, self.held = hold, threading.Event()
         self.generations: list[Generation] = []
         self.loads: list[str] = []
 
@@ -138,12 +177,20 @@ def make_loader(backend_cache):
 
 
 @contextlib.asynccontextmanager
-async def bot_running(artifacts, db, *, load: Loader, tg: FakeTelegram | None = None, **overrides):
+async def bot_running(
+    artifacts,
+    db,
+    *,
+    load: Loader,
+    tg: FakeTelegram | None = None,
+    clock: ManualClock | None = None,
+    **overrides,
+):
     """(fake telegram, app) with the bot polling; stops the bot (gracefully) afterwards."""
     own = tg is None
     if own:
         tg = await FakeTelegram().start()
-    app = App(settings_for(tg, artifacts, db, **overrides), load=load)
+    app = App(settings_for(tg, artifacts, db, **overrides), load=load, clock=clock)
     app.task = asyncio.create_task(app.run(handle_signals=False))
     polls = tg.polls
     try:

@@ -3,15 +3,16 @@ exported llama. Each test drives one conversation and reads what the users would
 
 from __future__ import annotations
 
-import itertools
 import json
 import shutil
 import threading
 
+import pytest
+
 from bot import texts
 from bot.handlers.commands import COMMANDS
-from tests.bot.conftest import bot_running, settled
-from tests.fakes.telegram import BOT_USER
+from tests.bot.conftest import ManualClock, bot_running, settled
+from tests.fakes.telegram import BOT_USER, FakeTelegram
 
 OLD_MENU = {  # a bot message from long ago, with buttons that no longer mean anything
     "message_id": 1,
@@ -44,10 +45,15 @@ async def test_commands_are_registered_and_answered(artifacts, tmp_path, loader)
 
 
 async def test_a_message_gets_a_streamed_reply_with_the_chat_as_context(
-    artifacts, tmp_path, make_loader
+    artifacts, tmp_path, loader
 ):
-    loader = make_loader(delay=0.03)  # 8 pieces over ~0.25 s: several edits at 0.05 s
-    async with bot_running(artifacts, tmp_path / "db", load=loader) as (tg, app):
+    # the bot's clock moves only when the pacer waits: the reply's first words go out at
+    # once, the rest as one paced edit, and the gaps between sends are exact
+    clock = ManualClock()
+    async with (
+        FakeTelegram(clock=clock.time) as tg,
+        bot_running(artifacts, tmp_path / "db", load=loader, tg=tg, clock=clock) as (_, app),
+    ):
         first = tg.user_says(1, "Hello there")
         await settled(tg, app)
         second = tg.user_says(1, "And again")
@@ -58,14 +64,15 @@ async def test_a_message_gets_a_streamed_reply_with_the_chat_as_context(
     (reply2,) = tg.replies_to(second)
     assert [m["role"] for m in history] == ["user", "assistant"] * 2
     assert [m["content"] for m in history] == ["Hello there", reply1, "And again", reply2]
-    # streamed: typing, one message, then edits of it, at least edit_interval apart
+    # streamed: typing, one message with the first words, then an edit to the whole reply,
+    # every send or edit edit_interval (0.05 s) after the one before
     chat = [c for c in tg.calls if c.params.get("chat_id") == 1]
-    methods = [c.method for c in chat]
-    assert methods[0] == "sendChatAction" and methods.count("sendMessage") == 2
-    first_edits = methods[: methods.index("sendMessage", methods.index("sendMessage") + 1)]
-    assert first_edits.count("editMessageText") >= 2
-    sends = [c.at for c in chat if c.method in ("sendMessage", "editMessageText")]
-    assert min(b - a for a, b in itertools.pairwise(sends)) >= 0.03  # 0.05 minus jitter
+    assert chat[0].method == "sendChatAction"
+    shown = [c for c in chat if c.method in ("sendMessage", "editMessageText")]
+    assert [c.method for c in shown] == ["sendMessage", "editMessageText"] * 2
+    assert reply1.startswith(shown[0].params["text"]) and shown[0].params["text"] != reply1
+    assert [c.params["text"] for c in shown[1::2]] == [reply1, reply2]
+    assert [c.at for c in shown] == pytest.approx([0, 0.05, 0.1, 0.15])
     # the second prompt carries the first exchange
     assert loader.generations[1].messages == history[:3]
     assert app.health.errors == []
@@ -153,7 +160,7 @@ async def test_retry_regenerates_the_last_answer(artifacts, tmp_path, loader):
 
 
 async def test_stop_cancels_the_running_generation(artifacts, tmp_path, make_loader):
-    loader = make_loader(delay=0.2)
+    loader = make_loader(hold=threading.Event())  # never released: only /stop ends it
     async with bot_running(
         artifacts, tmp_path / "db", load=loader, max_new_tokens=16, edit_interval=0.1
     ) as (tg, app):

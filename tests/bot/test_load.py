@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import time
-
 from bot import texts
-from tests.bot.conftest import bot_running, settled
+from tests.bot.conftest import ManualClock, bot_running, settled
 
 REFUSALS = (texts.BUSY_USER, texts.BUSY_QUEUE.split("{")[0])
 
@@ -41,14 +39,13 @@ async def test_fifty_users_three_messages_each_at_once(artifacts, tmp_path, load
 
 
 async def test_flood_control_the_bot_waits_and_delivers(artifacts, tmp_path, loader):
-    async with bot_running(artifacts, tmp_path / "db", load=loader) as (tg, app):
-        tg.flood(2, retry_after=1)
-        t0 = time.monotonic()
+    clock = ManualClock()  # the bot's waits are recorded, not slept
+    async with bot_running(artifacts, tmp_path / "db", load=loader, clock=clock) as (tg, app):
+        tg.flood(2, retry_after=7)
         msg = tg.user_says(1, "Hello")
         await settled(tg, app)
-        took = time.monotonic() - t0
         history = app.store.history(1)
     assert [c.status for c in tg.calls if c.method == "sendMessage"] == [429, 429, 200]
-    assert took >= 2
+    assert clock.sleeps.count(7) == 2  # retry_after, before each new attempt
     assert tg.replies_to(msg) == [history[1]["content"]]
     assert app.health.errors == []

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 
 import pytest
 from aiogram import Bot
@@ -14,7 +13,15 @@ from balabol.errors import ConfigError
 from bot.config import load_settings
 from bot.middlewares.ratelimit import RateLimit
 from bot.storage import Prefs, Store
-from bot.streaming import MESSAGE_LIMIT, LiveMessage, Pacer, RetryAfterMiddleware, split_message
+from bot.streaming import (
+    MESSAGE_LIMIT,
+    LiveMessage,
+    Pacer,
+    RetryAfterMiddleware,
+    split_message,
+    stream,
+)
+from tests.bot.conftest import ManualClock
 from tests.fakes.telegram import TOKEN, FakeTelegram
 
 # --- settings -------------------------------------------------------------------------------
@@ -99,9 +106,48 @@ def test_split_prefers_paragraphs_then_sentences_then_words():
 
 
 async def test_pacer_spaces_slots_per_chat():
-    pacer, t0 = Pacer(0.1), time.monotonic()
-    await asyncio.gather(*(pacer.slot(1) for _ in range(3)), pacer.slot(2))
-    assert 0.18 < time.monotonic() - t0 < 0.5  # chat 1: 0, 0.1, 0.2; chat 2 at once
+    clock = ManualClock()
+    pacer, slots = Pacer(0.1, clock), []
+
+    async def send(chat_id):
+        await pacer.slot(chat_id)
+        slots.append((chat_id, clock.now))
+
+    await asyncio.gather(send(1), send(1), send(1), send(2))
+    assert slots == [(1, 0.0), (2, 0.0), (1, 0.1), (1, 0.2)]  # chat 2 does not wait for 1
+    clock.advance(0.15)  # 0.35: a slot after a pause is given at once
+    await send(1)
+    clock.advance(0.05)  # 0.4: too early, waits until 0.45
+    await send(1)
+    assert slots[4:] == [(1, 0.35), (1, pytest.approx(0.45))]
+    assert clock.sleeps == pytest.approx([0.1, 0.2, 0.05])
+
+
+async def test_stream_shows_the_growing_text_at_most_once_per_interval():
+    clock = ManualClock()
+
+    async def pieces():  # the model says a word every 0.03 s
+        for piece in ["one", " two", " three", " four", " five", " six", " seven", " eight"]:
+            clock.advance(0.03)
+            yield piece
+
+    async with FakeTelegram(clock=clock.time) as tg:
+        user_msg = tg.user_says(1, "count")
+        bot = fake_bot(tg)
+        live = LiveMessage(bot, 1, reply_to=user_msg["message_id"], pacer=Pacer(0.05, clock))
+        said = []
+        await stream(live, pieces(), interval=0.05, said=said)
+        await live.show("".join(said))  # the last words, as soon as the pacer allows
+        await bot.session.close()
+    shown = [(c.method, c.params["text"], round(c.at, 2)) for c in tg.calls if "text" in c.params]
+    assert shown == [
+        ("sendMessage", "one", 0.03),
+        ("editMessageText", "one two three", 0.09),
+        ("editMessageText", "one two three four five", 0.15),
+        ("editMessageText", "one two three four five six seven", 0.21),
+        ("editMessageText", "one two three four five six seven eight", 0.26),  # not 0.24
+    ]
+    assert clock.sleeps == pytest.approx([0.02])
 
 
 async def test_rate_limit_warns_once_per_burst():
@@ -129,9 +175,9 @@ async def test_rate_limit_warns_once_per_burst():
 # --- delivery against the fake server ------------------------------------------------------
 
 
-def fake_bot(tg: FakeTelegram) -> Bot:
+def fake_bot(tg: FakeTelegram, clock: ManualClock | None = None) -> Bot:
     session = AiohttpSession(api=TelegramAPIServer.from_base(tg.url))
-    session.middleware(RetryAfterMiddleware())
+    session.middleware(RetryAfterMiddleware(clock))
     return Bot(tg.token, session=session)
 
 
@@ -156,14 +202,14 @@ async def test_long_reply_continues_in_new_messages():
 async def test_flood_control_waits_retry_after_and_delivers():
     async with FakeTelegram() as tg:
         user_msg = tg.user_says(1, "hi")
-        bot = fake_bot(tg)
+        clock = ManualClock()
+        bot = fake_bot(tg, clock)
         live = LiveMessage(bot, 1, reply_to=user_msg["message_id"], pacer=Pacer(0))
-        tg.flood(2, retry_after=1)
-        t0 = time.monotonic()
+        tg.flood(2, retry_after=3)
         await live.show("hello")
         await live.show("hello there")
         await bot.session.close()
-        assert time.monotonic() - t0 >= 2  # two 429s, one second each
+        assert clock.sleeps == [3, 3]  # two 429s, retry_after each
         assert tg.replies_to(user_msg) == ["hello there"]
         assert [(c.method, c.status) for c in tg.calls] == [
             ("sendMessage", 429),

@@ -7,7 +7,8 @@ setMyCommands, answerCallbackQuery, deleteWebhook, setWebhook, deleteMessage. It
 chats' messages, so tests read what a user would see, records every call, and enforces
 Telegram's rules that matter here (4096-character messages, "message is not modified",
 a wrong token is 401). `flood(n, retry_after)` answers the next n sends/edits with 429;
-a chat in `blocked` answers 403, as when a user blocks the bot.
+a chat in `blocked` answers 403, as when a user blocks the bot. Each call is stamped
+with `clock` (pacing tests pass the bot's manual clock, so gaps are exact).
 
 Example:
     tg = FakeTelegram(); await tg.start()
@@ -22,7 +23,7 @@ import itertools
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from aiohttp import ClientSession, web
 
@@ -54,7 +55,7 @@ CONTENT = {  # what a non-text message carries, by kind
 class Call:
     method: str
     params: dict
-    at: float = field(default_factory=time.monotonic)
+    at: float  # when the server received it, on the server's clock
     status: int = 200
 
 
@@ -65,8 +66,14 @@ class BadRequest(Exception):
 
 
 class FakeTelegram:
-    def __init__(self, token: str = TOKEN, *, me: dict | None = None):
-        self.token, self.me = token, dict(me or BOT_USER)
+    def __init__(
+        self,
+        token: str = TOKEN,
+        *,
+        me: dict | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        self.token, self.me, self.clock = token, dict(me or BOT_USER), clock
         self.calls: list[Call] = []
         self.updates: list[dict] = []  # not yet confirmed by a getUpdates offset
         self.chats: dict[int, dict] = {}
@@ -113,7 +120,7 @@ class FakeTelegram:
     async def _handle(self, request: web.Request) -> web.Response:
         method = request.match_info["method"]
         params = await self._params(request)
-        call = Call(method, params)
+        call = Call(method, params, at=self.clock())
         self.calls.append(call)
         if request.match_info["token"] != self.token:
             call.status = 401
