@@ -69,6 +69,7 @@ class App:
             queue_size=s.queue_size,
             max_loaded=s.max_loaded,
             threads=s.threads,
+            parallel=s.parallel,
             load=load,
         )
         self.replies = Replies(settings=s, store=self.store, models=self.models, clock=clock)

@@ -45,6 +45,7 @@ class Settings(BaseSettings):
     formats: Annotated[list[str], NoDecode] = []  # offered in /model; empty = all usable
     threads: int | None = Field(None, ge=1)  # per loaded model; None = all cores
     max_loaded: int = Field(2, ge=1)  # models kept in memory at once
+    parallel: int | Literal["auto"] = "auto"  # chats decoded together (gguf); auto: measured
 
     # --- replies ---------------------------------------------------------------------------
     max_new_tokens: int = Field(128, ge=1)  # default reply length (tokens)

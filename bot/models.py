@@ -24,6 +24,7 @@ from balabol.errors import ArtifactError, BalabolError
 from balabol.manifest import Manifest
 from balabol.settings import DEFAULT_ARTIFACT
 from runtime.loader import ALIASES, SPEED_ORDER
+from runtime.loader import parallel as resolve_parallel
 from runtime.scheduler import Scheduler
 
 log = logging.getLogger(__name__)
@@ -103,11 +104,13 @@ class ModelPool:
         queue_size: int = 16,
         max_loaded: int = 2,
         threads: int | None = None,
+        parallel: int | str = "auto",  # chats decoded together (runtime.loader.parallel)
         load: Callable | None = None,  # runtime.loader.load; tests wrap it
     ):
         self.root, self.default_artifact, self.default_format = Path(root), artifact, fmt
         self.formats, self.queue_size, self.max_loaded = formats or [], queue_size, max_loaded
         self.threads = threads
+        self.parallel = resolve_parallel(parallel)
         if load is None:
             from runtime.loader import load
         self._load = load
@@ -166,9 +169,15 @@ class ModelPool:
                 return loaded
             log.info("loading %s / %s", *key)
             backend = await asyncio.to_thread(
-                self._load, choice.artifact, choice.format, root=self.root, n_threads=self.threads
+                self._load,
+                choice.artifact,
+                choice.format,
+                root=self.root,
+                n_threads=self.threads,
+                parallel=self.parallel,
             )
-            loaded = Loaded(choice, backend, Scheduler(backend, max_queue=self.queue_size))
+            scheduler = Scheduler(backend, max_queue=self.queue_size, parallel=self.parallel)
+            loaded = Loaded(choice, backend, scheduler)
             self._loaded[key] = loaded
             while len(self._loaded) > self.max_loaded:
                 _, old = self._loaded.popitem(last=False)

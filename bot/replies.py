@@ -190,7 +190,7 @@ class Replies:
 
         # 3. into the line
         try:
-            job = reply.job = model.scheduler.submit(messages, config)
+            job = reply.job = model.scheduler.submit(messages, config, key=chat_id)
         except QueueFull:
             retired = model not in self.models.loaded()
             await message.reply(

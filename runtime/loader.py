@@ -71,7 +71,28 @@ ARCH_BACKENDS: dict[tuple[str, str], Callable] = {
 # fastest first (measured on 2 cores, see benchmarks/); `auto` takes the first that fits
 SPEED_ORDER = ("gguf-q4_k_m", "gguf-q8_0", "onnx-int8", "gguf-f16", "onnx", "torch")
 ALIASES = {"gguf": ("gguf-q4_k_m", "gguf-q8_0", "gguf-f16"), "auto": SPEED_ORDER}
-MAX_CONTEXT = 2048  # enough for a chat bot on 2 cores; the KV cache grows with it (memory)
+MAX_CONTEXT = 2048
+PARALLEL_ENV = "BALABOL_PARALLEL"
+# Chats the gguf backend decodes together by default. Each slot reserves a full context of KV
+# cache (SmolLM2-135M: 23 KB a token, 47 MB a slot at 2048); the aggregate speed-up on
+# 2 cores is measured by `make bench` (benchmarks/test_multichat.py).
+AUTO_PARALLEL = 4  # enough for a chat bot on 2 cores; the KV cache grows with it (memory)
+
+
+def parallel(value: str | int | None = None) -> int:
+    """How many chats to decode together: `value`, else $BALABOL_PARALLEL, else auto."""
+    raw = os.environ.get(PARALLEL_ENV, "auto") if value is None else value
+    if str(raw).strip().lower() == "auto":
+        return AUTO_PARALLEL
+    try:
+        n = int(raw)
+    except ValueError:
+        n = 0
+    if not 1 <= n <= 64:
+        raise ArtifactError(
+            f"{PARALLEL_ENV}={raw!r} is invalid: give a number of chats from 1 to 64, or auto"
+        )
+    return n
 
 
 def available_memory() -> int:

@@ -148,12 +148,12 @@ class Loader:
         self.generations: list[Generation] = []
         self.loads: list[str] = []
 
-    def __call__(self, artifact, fmt, *, root, n_threads=None):
+    def __call__(self, artifact, fmt, *, root, n_threads=None, parallel=1):
         from runtime.loader import load
 
         key = (str(root), artifact, fmt)
         if key not in self.cache:
-            self.cache[key] = load(artifact, fmt, root=root, n_threads=n_threads)
+            self.cache[key] = load(artifact, fmt, root=root, n_threads=n_threads, parallel=parallel)
         self.loads.append(fmt)
         return Backend(self.cache[key], self)
 
