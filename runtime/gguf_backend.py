@@ -20,10 +20,9 @@ import numpy as np
 from balabol.errors import ArtifactError
 from runtime.base import DecoderBackend
 from runtime.gguf_engine import GgufEngine, Slot
-from runtime.kvcache import StateCache, budget_bytes
+from runtime.kvcache import SOLO, StateCache, budget_bytes
 
 GGUF_MAGIC = b"GGUF"
-SOLO = "solo"  # the key of callers that name no chat (balabol generate, benchmarks)
 
 
 def check_gguf_header(path: Path) -> None:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from balabol.errors import ConfigError
 
 ENV = "BALABOL_KV_CACHE_MB"
+SOLO = "solo"  # the chat key of callers that name none (balabol generate, chat, benchmarks)
 DEFAULT_MAX_MB = 1024
 
 

@@ -30,6 +30,17 @@ CHATS = {
 
 def open_gguf(root, name: str, fmt: str, *, parallel=1, budget=64 << 20):
     path = artifact_dir(name, root)
+    if fmt == "onnx":
+        from runtime.onnx_backend import OnnxBackend
+
+        return OnnxBackend.open(
+            path / "onnx" / "model.onnx",
+            tokenizer=Tokenizer(path / "hf"),
+            context_length=256,
+            fmt=fmt,
+            threads=1,
+            cache=StateCache(budget),
+        )
     file = {"gguf-q8_0": "gguf/model-q8_0.gguf", "gguf-f16": "gguf/model-f16.gguf"}[fmt]
     return GgufBackend.open(
         path / file,
@@ -262,3 +273,57 @@ def test_state_cache_drops_the_least_recently_used():
     assert "a" not in c and "b" in c and c.used == 80 and c.evictions == 1
     assert c.pop("b").state == "b" and "b" not in c and c.used == 40
     assert not c.put("huge", Saved([1], "h", 101))
+
+
+# --- onnx: the past key/values of each chat (no batching: one reply at a time) ------------
+
+
+@pytest.mark.parametrize("name", ["llama", "gemma3"])
+def test_onnx_chats_keep_their_past_and_answer_as_alone(name, request):
+    root, _ = request.getfixturevalue(f"exported_{name}")
+    alone = open_gguf(root, name, "onnx")
+    mixed = open_gguf(root, name, "onnx", budget=64 << 20)
+    cold = open_gguf(root, name, "onnx", budget=0)
+    try:
+        want, got, fresh = {c: [] for c in CHATS}, {c: [] for c in CHATS}, {c: [] for c in CHATS}
+        for chat, system in CHATS.items():  # one chat after another
+            for k in range(len(TURNS)):
+                msgs = conversation(system, TURNS[: k + 1], want[chat])
+                want[chat].append(alone.generate(msgs, GREEDY, key=chat))
+        for k in range(len(TURNS)):  # round robin, through the scheduler's one-at-a-time path
+            sched = Scheduler(mixed)
+            jobs = {
+                chat: sched.submit(
+                    conversation(system, TURNS[: k + 1], got[chat]), GREEDY, key=chat
+                )
+                for chat, system in CHATS.items()
+            }
+            for chat, job in jobs.items():
+                got[chat].append("".join(job))
+                if k > 0:
+                    assert job.stats.cached_tokens > 0
+            sched.close()
+            for chat, system in CHATS.items():
+                msgs = conversation(system, TURNS[: k + 1], fresh[chat])
+                fresh[chat].append(cold.generate(msgs, GREEDY, key=chat))
+                assert cold.last_stats.cached_tokens == 0
+        assert got == want
+        assert len(mixed.cache) == len(CHATS)
+        # fp32 onnx: reading the history again gives the same replies as reusing it
+        assert fresh == want
+    finally:
+        for b in (alone, mixed, cold):
+            b.close()
+
+
+def test_onnx_regenerating_a_reply_cuts_the_kept_past_back(exported_llama):
+    root, _ = exported_llama
+    b = open_gguf(root, "llama", "onnx")
+    try:
+        msgs = conversation("x", TURNS[:1], [])
+        first = b.generate(msgs, GREEDY, key="c")
+        again = b.generate(msgs, GREEDY, key="c")  # the same prompt: the reply is cut off
+        assert again == first
+        assert 0 < b.last_stats.cached_tokens == b.last_stats.prompt_tokens - 1
+    finally:
+        b.close()
