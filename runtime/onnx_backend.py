@@ -121,7 +121,9 @@ class OnnxBackend(DecoderBackend):
         self._end()
         self._key = SOLO if key is None else key
         self._past, self._pos, self._ids = dict(self._empty), 0, []
-        saved = self.cache.pop(self._key) if self.cache is not None and self.cache.budget > 0 else None
+        saved = (
+            self.cache.pop(self._key) if self.cache is not None and self.cache.budget > 0 else None
+        )
         if saved is not None:
             # keep at least the last prompt token to run: its logits start the reply
             n = common_prefix(saved.ids, list(ids[:-1]))
@@ -140,7 +142,12 @@ class OnnxBackend(DecoderBackend):
 
     def _end(self, *, failed: bool = False) -> None:
         """Keep the chat's past for its next turn (not after an error: it may be half-made)."""
-        if self._key is not None and not failed and self.cache is not None and self.cache.budget > 0:
+        if (
+            self._key is not None
+            and not failed
+            and self.cache is not None
+            and self.cache.budget > 0
+        ):
             nbytes = sum(4 * int(np.prod(v.shape())) for v in self._past.values())
             self.cache.put(self._key, Saved(list(self._ids), self._past, nbytes))
         self._key, self._past, self._ids = None, dict(self._empty), []
