@@ -56,6 +56,9 @@ class GgufEngine:
     ):
         self.llama_cpp = lc = require("llama_cpp", extra="runtime")
         from llama_cpp import _internals
+        from llama_cpp._logger import set_verbose
+
+        set_verbose(False)  # llama.cpp's own log (model and context details) only on errors
 
         if n_slots < 1:
             raise ConfigError(f"n_slots {n_slots} must be ≥ 1")

@@ -1,0 +1,114 @@
+"""The embedded SmolLM2-135M-Instruct (its shipped Q4_1 GGUF) serving several chats at once
+(issue #15, slow): the same greedy replies alone, interleaved, after eviction, batched."""
+
+from __future__ import annotations
+
+import pytest
+
+from balabol import bases
+from runtime.base import GenerationConfig
+from runtime.gguf_backend import GgufBackend
+from runtime.kvcache import StateCache
+from runtime.scheduler import Scheduler
+from runtime.tokenizer import Tokenizer
+
+pytestmark = pytest.mark.slow
+
+GREEDY = GenerationConfig.greedy(24)
+TURNS = ["Hi! Who are you?", "What is the capital of France?", "And of Italy?"]
+CHATS = {
+    "a": "You are a helpful assistant.",
+    "b": "You answer in one short sentence.",
+    "c": "You are a pirate.",
+    "d": "You love numbers.",
+}
+
+
+@pytest.fixture(scope="module")
+def open_smollm2():
+    hf = bases.resolve("default")
+    gguf = bases.EMBEDDED["smollm2-135m-instruct"].gguf_path()
+
+    def open_(parallel: int, budget: int = 256 << 20) -> GgufBackend:
+        return GgufBackend.open(
+            gguf,
+            tokenizer=Tokenizer(hf),
+            context_length=1024,
+            fmt="gguf-q4_1",
+            threads=2,
+            parallel=parallel,
+            cache=StateCache(budget),
+        )
+
+    return open_
+
+
+def conversation(system, turns, replies):
+    msgs = [{"role": "system", "content": system}]
+    for i, t in enumerate(turns):
+        msgs.append({"role": "user", "content": t})
+        if i < len(replies):
+            msgs.append({"role": "assistant", "content": replies[i]})
+    return msgs
+
+
+def serve_alone(backend):
+    out = {}
+    for chat, system in CHATS.items():
+        replies = []
+        for k in range(len(TURNS)):
+            replies.append(
+                backend.generate(conversation(system, TURNS[: k + 1], replies), GREEDY, key=chat)
+            )
+        out[chat] = replies
+    return out
+
+
+def test_chats_answer_the_same_alone_interleaved_evicted_and_batched(open_smollm2):
+    b = open_smollm2(1)
+    try:
+        alone = serve_alone(b)
+    finally:
+        b.close()
+    assert all(r.strip() for replies in alone.values() for r in replies)
+
+    b = open_smollm2(2)  # 4 chats, 2 slots: every turn restores a chat from host memory
+    try:
+        got = {chat: [] for chat in CHATS}
+        for k in range(len(TURNS)):
+            for chat, system in CHATS.items():
+                got[chat].append(
+                    b.generate(conversation(system, TURNS[: k + 1], got[chat]), GREEDY, key=chat)
+                )
+                if k:
+                    assert b.last_stats.cached_tokens > 20
+        assert got == alone
+    finally:
+        b.close()
+
+    b = open_smollm2(4)
+    sched = Scheduler(b, parallel=4)
+    try:
+        got = {chat: [] for chat in CHATS}
+        for k in range(len(TURNS)):
+            jobs = {
+                chat: sched.submit(
+                    conversation(system, TURNS[: k + 1], got[chat]), GREEDY, key=chat
+                )
+                for chat, system in CHATS.items()
+            }
+            for chat, job in jobs.items():
+                got[chat].append("".join(job))
+        assert got == alone
+    finally:
+        sched.close()
+        b.close()
+
+
+def test_reading_the_history_again_gives_the_same_replies(open_smollm2):
+    b, cold = open_smollm2(1), open_smollm2(1, budget=0)
+    try:
+        assert serve_alone(cold) == serve_alone(b)
+    finally:
+        b.close()
+        cold.close()
