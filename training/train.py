@@ -28,34 +28,30 @@ from training.baselines.common import ScratchConfig
 from training.config import RunConfig
 from training.lora import TrainConfig
 
+RUN_FIELDS = tuple(f.name for f in dataclasses.fields(RunConfig))  # every architecture's
+
 
 def _own(config: type) -> tuple[str, ...]:
     """The fields a config adds to RunConfig's: the options of that kind of model only."""
-    shared = {f.name for f in dataclasses.fields(RunConfig)}
-    return tuple(f.name for f in dataclasses.fields(config) if f.name not in shared)
+    return tuple(f.name for f in dataclasses.fields(config) if f.name not in RUN_FIELDS)
 
 
 LORA_ONLY = _own(TrainConfig)  # base, qlora, lora_r, ...
 SCRATCH_ONLY = tuple(k for k in _own(ScratchConfig) if k != "arch")  # vocab_size, n_layer, ...
 
-# --help: one heading per kind of option
-GROUPS = {
-    Group("Training (every --arch)", sort_key=1): tuple(
-        f.name for f in dataclasses.fields(RunConfig)
-    ),
-    Group("LoRA (--arch lora)", sort_key=2): LORA_ONLY,
-    Group("From scratch (--arch gpt-scratch, lstm)", sort_key=3): SCRATCH_ONLY,
-}
-FLAGS = {k: Parameter(group=group) for group, keys in GROUPS.items() for k in keys}
-FLAGS["arch"] = Parameter(group=Group("Model", sort_key=0))
-# the field is positive (loss on the assistant replies only); its negative keeps the flag
-# users know, --all-tokens
-FLAGS["assistant_only"] = Parameter(
-    group=FLAGS["assistant_only"].group, alias="--no-all-tokens", negative="--all-tokens"
+# --help: a heading per kind of option
+GROUPS = (
+    (Group("Model", sort_key=0), ("arch",)),
+    (Group("Training (every --arch)", sort_key=1), RUN_FIELDS),
+    (Group("LoRA (--arch lora)", sort_key=2), LORA_ONLY),
+    (Group("From scratch (--arch gpt-scratch, lstm)", sort_key=3), SCRATCH_ONLY),
 )
+# The field is positive (the loss on the assistant replies only); its negative is the flag
+# users know, --all-tokens (and --no-all-tokens, as argparse spelled the positive, stays).
+SPELLED = {"assistant_only": {"negative": "--all-tokens", "alias": "--no-all-tokens"}}
 
 
-@flags(**FLAGS)
+@flags(**{k: Parameter(group=g, **SPELLED.get(k, {})) for g, keys in GROUPS for k in keys})
 @dataclass(frozen=True)
 class TrainOptions(TrainConfig, ScratchConfig):
     """Every flag of `balabol train`: the fields of both configs, unchecked, and None where
@@ -92,8 +88,7 @@ def flag(key: str, value: object = True) -> str:
 def run_options(o: TrainOptions) -> dict[str, object]:
     """The options every architecture's config takes (RunConfig's fields); one left None is
     not passed, so the architecture's default applies (out_dir, lr, max_length)."""
-    shared = (f.name for f in dataclasses.fields(RunConfig))
-    return {k: v for k in shared if (v := getattr(o, k)) is not None}
+    return {k: v for k in RUN_FIELDS if (v := getattr(o, k)) is not None}
 
 
 def lora_config(o: TrainOptions) -> RunConfig:
