@@ -16,10 +16,9 @@ validates by building the frozen config, whose own errors name the flag. Its boo
 `--x/--no-x` without declaring both names, and its lazy commands ("module:attribute" paths)
 keep torch, and even numpy, out of `balabol --help`. It also generates shell completion.
 
-Legacy form: a parameter annotated `Annotated[T, "help"]` (a plain string, as `train` and
-`eval` still are) keeps working: `_adapt` turns the string into cyclopts help. To convert
-such a command, replace the strings by `Parameter(help=...)`, or better, take its config
-dataclass with `Parameter(name="*")` and move the help onto the fields.
+A command's config is a frozen dataclass of its stage, with no CLI in it; where the flags
+need more than the fields say (a field kept off the command line, a help group, a flag spelled
+otherwise than its field), the command flattens a subclass made with `flags` below.
 
 Errors: a bad flag or value prints `error: ...` and exits 2 (SystemExit, as argparse did); a
 `BalabolError`, raised by a command or by a config rejecting a value, prints `error: ...` and
@@ -31,12 +30,12 @@ Example: `balabol data telegram --input result.json --name me --persona Anna --n
 from __future__ import annotations
 
 import ast
-import functools
+import dataclasses
 import importlib.util
 import inspect
 import sys
 import typing
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args, get_origin
@@ -49,7 +48,7 @@ from balabol.errors import BalabolError
 
 GROUP = "balabol.commands"
 # cyclopts loads a lazy command from "module:attribute"; `balabol.cli:command_NAME` is served
-# by this module's __getattr__, which loads entry point NAME and adapts its legacy help.
+# by this module's __getattr__, which loads entry point NAME.
 _LAZY = "command_"
 
 
@@ -61,47 +60,36 @@ def __getattr__(attr: str) -> Any:  # PEP 562: called only for names this module
     if attr.startswith(_LAZY):
         ep = _commands().get(attr[len(_LAZY) :])
         if ep is not None:
-            target = ep.load()
-            return target if isinstance(target, App) else _adapt(target)
+            return ep.load()
     raise AttributeError(f"module {__name__!r} has no attribute {attr!r}")
 
 
-# --- the legacy form: Annotated[T, "help"] -----------------------------------------------------
+# --- a config dataclass as flags ----------------------------------------------------------------
 
 
-def _legacy(name: str, hint: Any) -> Any:
-    """`Annotated[T, "help"]` -> `Annotated[T, Parameter(help=...)]`; other hints unchanged."""
-    if get_origin(hint) is not Annotated:
-        return hint
-    tp, *meta = get_args(hint)
-    texts = [m for m in meta if isinstance(m, str)]
-    if not texts:
-        return hint
-    # argparse needed "%%" for a literal "%"; cyclopts prints help as written
-    extra: dict[str, Any] = {"help": texts[0].replace("%%", "%")}
-    if tp is bool and name.startswith("no_"):
-        extra["negative"] = ()  # `--no-gradient-checkpointing` needs no `--no-no-...`
-    return Annotated[(tp, *(m for m in meta if not isinstance(m, str)), Parameter(**extra))]
+def flags(cls: type | None = None, /, **params: Parameter) -> Any:
+    """Make a config dataclass's CLI subclass ready to be flattened (`Parameter(name="*")`);
+    a class decorator, bare or with `Parameter`s for fields by name:
 
+        @flags(out_dir=Parameter(show_default=False))
+        @dataclass(frozen=True)
+        class Export(ExportConfig): ...
 
-def _adapt(fn: Callable) -> Callable:
-    """The function, or a wrapper whose signature carries cyclopts help for legacy strings."""
-    hints = typing.get_type_hints(fn, include_extras=True)
-    sig = inspect.signature(fn)
-    params = [
-        p.replace(annotation=_legacy(p.name, hints.get(p.name, p.annotation)))
-        for p in sig.parameters.values()
-    ]
-    if all(p.annotation is hints.get(p.name, p.annotation) for p in params):
-        return fn
-
-    @functools.wraps(fn)
-    def command(*args, **kwargs):
-        return fn(*args, **kwargs)
-
-    command.__signature__ = sig.replace(parameters=params)  # type: ignore[attr-defined]
-    command.__annotations__ = {p.name: p.annotation for p in params}
-    return command
+    cyclopts reads the fields from the class's `__init__`, whose string annotations (`from
+    __future__ import annotations`) Python evaluates in the module that made the subclass,
+    where the base's names (`Path`, a `Literal` alias) may not exist: they are resolved here.
+    A field named in params gets its `Parameter` (a help group, `show_default=False` where the
+    help words the default better), so the subclass need not re-declare it."""
+    if cls is None:
+        return lambda c: flags(c, **params)
+    names = [f.name for f in dataclasses.fields(cls)]
+    assert set(params) <= set(names), f"{cls.__name__} has no field {set(params) - set(names)}"
+    resolved = typing.get_type_hints(cls, include_extras=True)
+    hints = {n: Annotated[resolved[n], params[n]] if n in params else resolved[n] for n in names}
+    # cyclopts reads a dataclass's fields from the class (help) or from its __init__ (parsing)
+    cls.__annotations__ = {**inspect.get_annotations(cls), **hints}
+    cls.__init__.__annotations__ = hints
+    return cls
 
 
 # --- the table ---------------------------------------------------------------------------------

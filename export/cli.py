@@ -1,50 +1,58 @@
-"""The export stage's commands (registered in pyproject.toml under `balabol.commands`).
+"""`balabol export`: the command (registered in pyproject.toml under `balabol.commands`). Its
+flags are ExportConfig's fields (export/config.py; help: each field's docstring) plus what the
+command does around the pipeline (--skip-existing, --allow-failed, --verbose).
 
-Kept light: heavy modules are imported inside the functions.
+    balabol export --base default --adapter adapters/me --formats onnx gguf-q4_k_m
+
+Kept light: the pipeline (numpy, the exporters) is imported when the command runs.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Annotated
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from cyclopts import Parameter
+
+from balabol.cli import flags
+from export.config import ExportConfig
+
+
+@flags(
+    # their help words the default better than its value
+    out_dir=Parameter(show_default=False),
+    formats=Parameter(show_default=False),
+)
+@dataclass(frozen=True)
+class Export(ExportConfig):
+    """ExportConfig as flags, less the parity thresholds (tests and benchmarks set those)."""
+
+    gates: Annotated[dict[str, Any] | None, Parameter(parse=False)] = None
 
 
 def export(
     *,
-    base: Annotated[
-        str, "base model: 'default' (embedded SmolLM2-135M-Instruct) or an HF model directory"
-    ] = "default",
-    adapter: Annotated[
-        Path | None, "LoRA adapter directory to merge (from `balabol train`)"
-    ] = None,
-    name: Annotated[str | None, "artifact name (default: the base's or the adapter's name)"] = None,
-    out_dir: Annotated[
-        Path | None, "where artifacts go (default: ./artifacts or $BALABOL_ARTIFACTS)"
-    ] = None,
-    formats: Annotated[list[str] | None, "only these formats (default: all)"] = None,
-    force: Annotated[bool, "replace an existing artifact of the same name"] = False,
-    skip_existing: Annotated[bool, "do nothing (exit 0) if the artifact already exists"] = False,
-    allow_failed: Annotated[bool, "exit 0 even when an artifact fails its parity gate"] = False,
+    # None until a flag is given: building the config imports the parity thresholds (numpy)
+    config: Annotated[Export | None, Parameter(name="*")] = None,
+    skip_existing: Annotated[
+        bool, Parameter(help="do nothing (exit 0) if the artifact already exists")
+    ] = False,
+    allow_failed: Annotated[
+        bool, Parameter(help="exit 0 even when an artifact fails its parity gate")
+    ] = False,
     verbose: Annotated[
-        bool, "show everything the libraries print (optimum, onnxruntime, llama.cpp)"
+        bool,
+        Parameter(help="show everything the libraries print (optimum, onnxruntime, llama.cpp)"),
     ] = False,
 ) -> int:
     """Merge, export to ONNX fp32/int8 and GGUF f16/q8_0/q4_k_m, check each against torch."""
-    from balabol.manifest import FORMATS, Manifest
+    from balabol.manifest import Manifest
     from balabol.quiet import verbosity
-    from export.pipeline import ExportConfig, run
+    from export.pipeline import run
 
-    kwargs = {"out_dir": out_dir} if out_dir else {}
-    cfg = ExportConfig(
-        base=base,
-        adapter=adapter,
-        name=name,
-        force=force,
-        formats=tuple(formats) if formats else tuple(FORMATS),
-        **kwargs,
-    )
+    cfg = config or Export()
     existing = cfg.out_dir / cfg.artifact_name
-    if skip_existing and not force and existing.exists():
+    if skip_existing and not cfg.force and existing.exists():
         Manifest.load(existing)  # a broken one is an error, not "up to date"
         print(f"{existing} already exists; pass --force to rebuild it")
         return 0

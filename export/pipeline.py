@@ -15,46 +15,18 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from balabol import bases
 from balabol.errors import BalabolError, ExportError
 from balabol.manifest import FORMATS, Manifest
 from balabol.prompt import encode_text
-from balabol.settings import artifacts_dir
 from export import gguf, int8, lstm, merge, onnx, registry
-from export.parity import DEFAULT_GATES, Gate, Reference, judge, measure, open_backend
+from export.config import ExportConfig
+from export.parity import Reference, judge, measure, open_backend
 from export.steps import Step, manifest_of
 
 GGUF_FORMATS = ("gguf-f16", "gguf-q8_0", "gguf-q4_k_m")
-
-
-@dataclass(frozen=True)
-class ExportConfig:
-    base: str = "default"
-    adapter: Path | None = None
-    name: str | None = None
-    out_dir: Path = field(default_factory=artifacts_dir)
-    force: bool = False
-    formats: tuple[str, ...] = tuple(FORMATS)
-    gates: dict[str, Gate] = field(default_factory=lambda: dict(DEFAULT_GATES))
-
-    def __post_init__(self):
-        unknown = [f for f in self.formats if f not in FORMATS]
-        if unknown:
-            raise ExportError(f"unknown formats {unknown}; known: {', '.join(FORMATS)}")
-        if "torch" not in self.formats:
-            object.__setattr__(self, "formats", ("torch", *self.formats))
-
-    @property
-    def artifact_name(self) -> str:
-        if self.name:
-            return self.name
-        if self.adapter is not None:
-            return Path(self.adapter).resolve().name
-        name = bases.ALIASES.get(self.base, self.base)
-        return name if name in bases.EMBEDDED else Path(self.base).resolve().name
 
 
 def _load_config(base: Path | str) -> dict:

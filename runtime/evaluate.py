@@ -36,7 +36,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
 
+from cyclopts import Parameter
+
 from balabol import bases, lstm
+from balabol.cli import flags
 from balabol.errors import AdapterError, ArtifactError, BaseModelError, ConfigError, DataError
 from balabol.manifest import FORMATS, Artifact, Manifest, verify
 from balabol.prompt import BOS_TOKEN, EOS_TOKEN
@@ -50,16 +53,26 @@ EVAL_DIR = "eval"
 
 @dataclass(frozen=True)
 class EvalConfig:
+    # The docstrings are the help of `balabol eval`'s flags.
     data: Path | None = None
+    """data directory with val.jsonl (from `balabol data`)"""
     base: str | None = None
+    """base model: 'default' or an HF directory (with --adapter: default is the adapter's base)"""
     adapter: Path | None = None
+    """a LoRA adapter directory from `balabol train`"""
     artifact: str | None = None
-    format: str = "torch"
+    """an exported artifact's name (under ./artifacts)"""
+    format: str = "torch"  # one of FORMATS; the command's help lists them
     limit: int = LIMIT
+    """score the first N val samples (0: all)"""
     max_new_tokens: int = score.MAX_NEW_TOKENS
+    """greedy reply length for ROUGE-L and BLEU"""
     batch_size: int = score.BATCH_SIZE
+    """sequences per forward pass"""
     out: Path | None = None
+    """JSON to write (default: DATA/eval/<model>.json)"""
     artifacts_dir: Path = field(default_factory=artifacts_dir)
+    """artifacts directory (default: ./artifacts)"""
 
     def __post_init__(self):
         if self.data is None:
@@ -100,38 +113,19 @@ class EvalConfig:
         return Path(self.out) if self.out else self.data / EVAL_DIR / f"{self.label}.json"
 
 
-def evaluate(
-    *,
-    data: Annotated[Path | None, "data directory with val.jsonl (from `balabol data`)"] = None,
-    base: Annotated[
-        str | None,
-        "base model: 'default' or an HF directory (with --adapter: default is the adapter's base)",
-    ] = None,
-    adapter: Annotated[Path | None, "a LoRA adapter directory from `balabol train`"] = None,
-    artifact: Annotated[str | None, "an exported artifact's name (under ./artifacts)"] = None,
-    format: Annotated[str, f"the artifact's format to evaluate: {' | '.join(FORMATS)}"] = "torch",
-    limit: Annotated[int, "score the first N val samples (0: all)"] = LIMIT,
-    max_new_tokens: Annotated[
-        int, "greedy reply length for ROUGE-L and BLEU"
-    ] = score.MAX_NEW_TOKENS,
-    batch_size: Annotated[int, "sequences per forward pass"] = score.BATCH_SIZE,
-    out: Annotated[Path | None, "JSON to write (default: DATA/eval/<model>.json)"] = None,
-    artifacts_dir: Annotated[Path | None, "artifacts directory (default: ./artifacts)"] = None,
-) -> int:
+@flags(
+    format=Parameter(help=f"the artifact's format to evaluate: {' | '.join(FORMATS)}"),
+    artifacts_dir=Parameter(show_default=False),  # its help words it better than its value
+)
+@dataclass(frozen=True)
+class Eval(EvalConfig):
+    """EvalConfig as `balabol eval`'s flags."""
+
+
+def evaluate(*, config: Annotated[Eval | None, Parameter(name="*")] = None) -> int:
     """Perplexity, bits per byte, ROUGE-L and BLEU on val.jsonl for a base, adapter or artifact."""
-    cfg = EvalConfig(
-        data=data,
-        base=base,
-        adapter=adapter,
-        artifact=artifact,
-        format=format,
-        limit=limit,
-        max_new_tokens=max_new_tokens,
-        batch_size=batch_size,
-        out=out,
-        **({"artifacts_dir": artifacts_dir} if artifacts_dir else {}),
-    )
-    run(cfg)
+    # None: no flag given; the config says what is missing (--data)
+    run(config or Eval())
     return 0
 
 

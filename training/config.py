@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal, get_args
 
 from balabol.errors import ConfigError
 
@@ -28,14 +28,16 @@ SEED = 42
 CONFIG_FILE = "training_config.json"
 METRICS_FILE = "metrics.json"
 CHAT_TEMPLATE_FILE = "chat_template.jinja"
-DEVICES = ("auto", "cpu", "cuda")
+Device = Literal["auto", "cpu", "cuda"]
+DEVICES = get_args(Device)
 # How samples become batches (benchmarks/test_training.py measures them side by side):
 #   packed   each micro-batch's samples end to end in one row, one causal attention per
 #            sample (training/attention.py) and logits at labelled positions only: no
 #            compute on padding; random order
 #   grouped  samples of similar length together, padded to the longest of each batch
 #   random   random batches padded to their longest sample: what a plain Trainer run does
-BATCHING = ("packed", "grouped", "random")
+Batching = Literal["packed", "grouped", "random"]
+BATCHING = get_args(Batching)
 
 
 @dataclass(frozen=True)
@@ -46,25 +48,42 @@ class RunConfig:
 
     LR_HINT: ClassVar[str]  # the usual learning rates, for the --lr message
 
+    # The docstrings are the help of `balabol train`'s flags (--arch picks the config).
     # the data and where the run writes
     data: Path | None = None
-    name: str | None = None  # default: the data directory's name
+    """data directory with train.jsonl and val.jsonl"""
+    name: str | None = None
+    """adapter or model name (default: the data directory's name)"""
     out_dir: Path = Path()  # each architecture's own default
-    max_length: int | None = None  # tokens per sample, longer ones are cut
+    """where adapters go (default: ./adapters or $BALABOL_ADAPTERS; scratch models: ./models or $BALABOL_MODELS)"""
+    max_length: int | None = None
+    """tokens per sample, longer ones are cut (default 1024; scratch models: 512, their context)"""
     assistant_only: bool = True
+    """compute the loss on the assistant replies only (--all-tokens: on every token)"""
     # how long and how fast
     epochs: float = EPOCHS
-    max_steps: int | None = None  # overrides epochs
+    """passes over train.jsonl"""
+    max_steps: int | None = None
+    """stop after this many optimizer steps (overrides --epochs)"""
     lr: float | None = None
+    """peak learning rate, warmup then cosine decay (default: 2e-4 LoRA, 1e-3 gpt-scratch, 2e-3 lstm)"""
     warmup_steps: int | None = None
+    """LR warmup steps (default: 5% of the steps)"""
     batch_size: int = BATCH_SIZE
+    """sequences per optimizer step (same on GPU and CPU)"""
     micro_batch_size: int | None = None
+    """sequences per forward pass (default: the batch on GPU, 4 on CPU)"""
     eval_every: int | None = None
-    device: str = "auto"  # one of DEVICES
+    """evaluate on val.jsonl and checkpoint every N steps (default: 10 per run)"""
+    device: Device = "auto"
+    """where to train"""
     seed: int = SEED
+    """random seed"""
     # what to do with an earlier run
     resume: bool = False
+    """require resuming from a checkpoint (an interrupted run resumes anyway)"""
     force: bool = False
+    """discard checkpoints and replace an existing adapter or model"""
 
     def check_run(self, *, example_name: str, positive: dict[str, Any]) -> None:
         if self.data is None:

@@ -29,7 +29,7 @@ from balabol import bases
 from balabol.errors import BaseModelError, ConfigError, require
 from balabol.settings import adapters_dir
 from training import attention, dataset, harness, targets
-from training.config import BATCHING, RunConfig
+from training.config import BATCHING, Batching, RunConfig
 from training.plan import Plan
 
 # --- LoRA's defaults (the run-wide ones are in training/config.py) --------------------------
@@ -46,17 +46,25 @@ MAX_LENGTH = 1024  # tokens per sample, capped by the model's context
 class TrainConfig(RunConfig):
     LR_HINT = "LoRA usually 1e-4..1e-3"
 
+    # The docstrings are the help of `balabol train`'s flags (training/train.py).
     base: str = "default"
+    """base model: 'default' (embedded SmolLM2-135M-Instruct) or an HF model directory"""
     out_dir: Path = field(default_factory=adapters_dir)
     max_length: int = MAX_LENGTH  # capped by the base's context
     lr: float = LR
     # what to train
     qlora: bool = False
+    """load the base in 4-bit nf4 (bitsandbytes) and train LoRA on it"""
     lora_r: int = LORA_R
+    """LoRA rank"""
     lora_alpha: int | None = None  # default 2 * lora_r
+    """LoRA alpha (default: 2 x rank)"""
     lora_dropout: float = LORA_DROPOUT
+    """dropout on the LoRA path"""
     gradient_checkpointing: bool = True
-    batching: str = "packed"  # one of BATCHING
+    """recompute activations in the backward pass: less memory, slower (--no-gradient-checkpointing keeps them)"""
+    batching: Batching = "packed"
+    """packed: each micro-batch's samples in one row, no padding; grouped: similar lengths padded together; random: padded random batches (a plain Trainer run)"""
 
     def __post_init__(self):
         if self.lora_alpha is None:

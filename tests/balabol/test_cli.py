@@ -10,13 +10,11 @@ import shlex
 import subprocess
 import sys
 from pathlib import Path
-from typing import Annotated
 
 import pytest
-from cyclopts import App
 
 from balabol import __version__
-from balabol.cli import _adapt, build_app, main
+from balabol.cli import build_app, main
 from tests.training.data import FIXTURES
 from training.data.clean import STEPS
 
@@ -83,6 +81,57 @@ def test_help_comes_from_the_config_fields(capsys):
     assert "[default: 128]" in out  # generate's own max_new_tokens default
 
 
+# The flags of the commands that once re-listed their config's fields: the same names, now with
+# the positive form of each boolean (`--gradient-checkpointing`, `--assistant-only`).
+COMMAND_FLAGS = {
+    "train": {
+        *("--arch", "--data", "--name", "--out-dir", "--max-length", "--epochs", "--max-steps"),
+        *("--lr", "--warmup-steps", "--batch-size", "--micro-batch-size", "--eval-every"),
+        *("--device", "--seed", "--resume", "--no-resume", "--force", "--no-force"),
+        *("--assistant-only", "--all-tokens", "--no-all-tokens"),
+        *("--base", "--qlora", "--no-qlora", "--lora-r", "--lora-alpha", "--lora-dropout"),
+        *("--gradient-checkpointing", "--no-gradient-checkpointing", "--batching"),
+        *("--vocab-size", "--n-layer", "--n-embd", "--n-head", "--dropout"),
+    },
+    "eval": {
+        *("--data", "--base", "--adapter", "--artifact", "--format", "--limit"),
+        *("--max-new-tokens", "--batch-size", "--out", "--artifacts-dir"),
+    },
+    "export": {
+        *("--base", "--adapter", "--name", "--out-dir", "--formats", "--force", "--no-force"),
+        *("--skip-existing", "--no-skip-existing", "--allow-failed", "--no-allow-failed"),
+        *("--verbose", "--no-verbose"),
+    },
+}
+
+
+@pytest.mark.parametrize("command", COMMAND_FLAGS)
+def test_config_commands_keep_their_flags(command, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "300")  # no flag cut by a line break
+    assert main([command, "--help"]) == 0
+    shown = flags_in(capsys.readouterr().out)
+    assert shown - {"--help", "--version"} == COMMAND_FLAGS[command]
+
+
+def test_config_commands_take_their_help_from_the_fields(capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "300")  # one line per flag
+    main(["train", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "passes over train.jsonl [default: 3.0]" in out  # RunConfig.epochs
+    assert "LoRA rank [default: 16]" in out  # TrainConfig.lora_r
+    assert "layers (default: gpt-scratch 10, lstm 2)" in out  # ScratchConfig.n_layer
+    assert "LoRA (--arch lora)" in out and "From scratch (--arch gpt-scratch, lstm)" in out
+    main(["eval", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "score the first N val samples (0: all) [default: 200]" in out  # EvalConfig.limit
+    main(["export", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "replace an existing artifact of the same name" in out  # ExportConfig.force
+    assert "where artifacts go (default: ./artifacts or $BALABOL_ARTIFACTS)" in out
+    # a default the help words better than its value is not printed
+    assert "[default: artifacts]" not in out and "[default: ('torch'" not in out
+
+
 def test_root_help_lists_every_command(capsys):
     assert main(["--help"]) == 0
     out = capsys.readouterr().out
@@ -107,7 +156,9 @@ def test_boolean_fields_take_x_and_no_x(tmp_path, capsys):
     assert corpus_config(tmp_path / "b", capsys, "--placeholders")["placeholders"] is True
     assert parse("generate", "hi", "--raw")["raw"] is True
     assert parse("generate", "hi", "--no-raw")["raw"] is False
-    assert parse("export", "--force")["force"] is True  # a legacy-form command too
+    assert parse("export", "--force")["config"].force is True
+    assert parse("export", "--no-force")["config"].force is False
+    assert parse("train", "--no-qlora")["options"].qlora is False
 
 
 # --- old spellings ------------------------------------------------------------------------------
@@ -123,9 +174,23 @@ def test_old_spellings_parse():
     generate = parse("generate", "--artifact", "me", "Tell me a joke", "--stop", "User:", "Bot:")
     assert (generate["prompt"], generate["config"].stop) == ("Tell me a joke", ("User:", "Bot:"))
     export = parse("export", "--formats", "onnx", "gguf-q8_0", "--skip-existing")
-    assert (export["formats"], export["skip_existing"]) == (["onnx", "gguf-q8_0"], True)
-    train = parse("train", "--no-gradient-checkpointing", "--batching", "grouped")
-    assert (train["no_gradient_checkpointing"], train["batching"]) == (True, "grouped")
+    assert (export["config"].formats, export["skip_existing"]) == (
+        ("torch", "onnx", "gguf-q8_0"),  # torch, the reference, is always built
+        True,
+    )
+    export = parse("export", "--allow-failed", "--verbose", "--force")
+    assert (export["allow_failed"], export["verbose"], export["config"].force) == (True,) * 3
+    train = parse("train", "--no-gradient-checkpointing", "--batching", "grouped", "--qlora")
+    options = train["options"]
+    assert (options.gradient_checkpointing, options.batching, options.qlora) == (
+        False,
+        "grouped",
+        True,
+    )
+    assert parse("train", "--all-tokens")["options"].assistant_only is False
+    assert parse("train", "--no-all-tokens")["options"].assistant_only is True
+    evaluate = parse("eval", "--data", "d", "--artifact", "me", "--format", "onnx-int8")
+    assert (evaluate["config"].artifact, evaluate["config"].format) == ("me", "onnx-int8")
 
 
 def readme_commands() -> list[str]:
@@ -198,27 +263,6 @@ def test_a_value_the_config_rejects_is_a_balabol_error(capsys):
     assert err == "error: --temperature 9.0 is invalid: must be between 0 (greedy) and 5\n"
 
 
-# --- the legacy form: Annotated[T, "help"] ------------------------------------------------------
-
-
-def test_legacy_help_strings_become_cyclopts_help(capsys):
-    def legacy(
-        *,
-        steps: Annotated[int, "optimizer steps (default: 5%% of an epoch)"] = 1,
-        no_cache: Annotated[bool, "keep nothing between runs"] = False,
-    ) -> int:
-        """A legacy command."""
-        return steps + 10 * no_cache
-
-    app = App(name="legacy", result_action="return_value")
-    app.default(_adapt(legacy))
-    assert app(["--steps", "3", "--no-cache"]) == 13
-    app(["--help"])
-    out = " ".join(capsys.readouterr().out.split())
-    assert "optimizer steps (default: 5% of an epoch)" in out
-    assert "keep nothing between runs" in out and "--no-no-cache" not in out
-
-
 # --- version, completion, lazy loading --------------------------------------------------------
 
 
@@ -238,13 +282,21 @@ def test_help_imports_no_stage_and_no_torch():
         "import sys\n"
         "from balabol.cli import main\n"
         "main(['--help'])\n"
-        "loaded = lambda: sorted({m.split('.')[0] for m in sys.modules} & "
-        "{'torch', 'numpy', 'training', 'export', 'runtime', 'bot'})\n"
-        "print('root help loaded', loaded(), file=sys.stderr)\n"
-        "for cmd in ('data', 'train', 'eval', 'export', 'generate', 'chat', 'bot'):\n"
+        "loaded = lambda *names: sorted({m.split('.')[0] for m in sys.modules} & set(names))\n"
+        "print('root help loaded', loaded('torch', 'numpy', *STAGES), file=sys.stderr)\n"
+        # the light ones first: the modules a command's help imports stay imported
+        "for cmd in ('data', 'train', 'export', 'bot', 'eval', 'generate', 'chat'):\n"
         "    main([cmd, '--help'])\n"
-        "print('torch' in sys.modules, file=sys.stderr)\n"
+        "    print(cmd, loaded('torch', 'numpy'), file=sys.stderr)\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    # `balabol --help` reads each command's help from its source: it imports no stage
-    assert out.stderr.splitlines() == ["root help loaded []", "False"]
+    stages = "STAGES = ('training', 'export', 'runtime', 'bot')\n"
+    out = subprocess.run(
+        [sys.executable, "-c", stages + code], capture_output=True, text=True, check=True
+    )
+    # `balabol --help` reads each command's help from its source: it imports no stage; a
+    # command's help imports its module, which leaves torch (and for most, numpy) to the run
+    assert out.stderr.splitlines() == [
+        "root help loaded []",
+        *("data []", "train []", "export []", "bot []"),
+        *("eval ['numpy']", "generate ['numpy']", "chat ['numpy']"),  # runtime.score, runtime.base
+    ]

@@ -59,14 +59,20 @@ ARCHS: dict[str, ArchSpec] = {spec.name: spec for spec in (GPT, LSTM)}
 class ScratchConfig(RunConfig):
     LR_HINT = "from scratch ~1e-3"
 
+    # The docstrings are the help of `balabol train`'s flags (training/train.py).
     arch: str = "gpt-scratch"
     out_dir: Path = field(default_factory=models_dir)
     # the model (None: the architecture's default, as are max_length, its context, and lr)
     vocab_size: int = VOCAB_SIZE
+    """BPE vocabulary size (default 8000)"""
     n_layer: int | None = None
+    """layers (default: gpt-scratch 10, lstm 2)"""
     n_embd: int | None = None
+    """width (default: gpt-scratch 256, lstm 512)"""
     n_head: int | None = None
+    """attention heads, gpt-scratch only (default 4)"""
     dropout: float | None = None
+    """dropout (default: gpt-scratch 0, lstm 0.1)"""
 
     def __post_init__(self):
         if self.arch not in ARCHS:
