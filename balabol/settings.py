@@ -1,4 +1,5 @@
-"""Where Balabol keeps things. Every path can be moved with an environment variable.
+"""Where Balabol keeps things (every path can be moved with an environment variable), and
+how many cores it uses.
 
 Example: `BALABOL_ARTIFACTS=/srv/models balabol export` writes /srv/models/<name>/.
 """
@@ -35,3 +36,11 @@ def data_dir() -> Path:
 def models_dir() -> Path:
     """Models trained from scratch, `balabol train --arch gpt-scratch|lstm` (BALABOL_MODELS)."""
     return Path(os.environ.get("BALABOL_MODELS", "models"))
+
+
+def cpu_threads() -> int:
+    """The CPU cores this process may run on (a container's or taskset's share, not the
+    machine's): the default thread count of every backend."""
+    if hasattr(os, "sched_getaffinity"):  # Linux
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from balabol.errors import ArtifactError
 from balabol.manifest import FORMATS, Artifact, Manifest, verify
-from balabol.settings import DEFAULT_ARTIFACT, artifacts_dir
+from balabol.settings import DEFAULT_ARTIFACT, artifacts_dir, cpu_threads
 
 
 def _torch(*a, **k):
@@ -106,10 +106,6 @@ def available_memory() -> int:
     return 1 << 62  # unknown: do not refuse
 
 
-def threads() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
 def artifact_dir(artifact: str, root: Path | None = None) -> Path:
     root = Path(root or artifacts_dir())
     path = root / artifact
@@ -186,7 +182,7 @@ def open_file(
         tokenizer=tokenizer,
         context_length=context_length,
         fmt=fmt,
-        threads=n_threads or threads(),
+        threads=n_threads or cpu_threads(),
         **options,
     )
 
