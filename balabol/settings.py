@@ -1,5 +1,5 @@
 """Where Balabol keeps things (every path can be moved with an environment variable), and
-how many cores it uses.
+what share of the machine it may use.
 
 Example: `BALABOL_ARTIFACTS=/srv/models balabol export` writes /srv/models/<name>/.
 """
@@ -44,3 +44,16 @@ def cpu_threads() -> int:
     if hasattr(os, "sched_getaffinity"):  # Linux
         return len(os.sched_getaffinity(0))
     return os.cpu_count() or 1
+
+
+def available_memory() -> int:
+    """MemAvailable from /proc/meminfo in bytes (a large number where it is unknown, so
+    nothing is refused for lack of memory on a system without /proc)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 1 << 62

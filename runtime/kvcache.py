@@ -17,21 +17,10 @@ from collections.abc import Hashable
 from dataclasses import dataclass
 
 from balabol.errors import ConfigError
+from balabol.settings import available_memory
 
 ENV = "BALABOL_KV_CACHE_MB"
 DEFAULT_MAX_MB = 1024
-
-
-def available_memory() -> int:
-    """MemAvailable from /proc/meminfo in bytes (a large number where it is unknown)."""
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 1 << 62
 
 
 def budget_bytes(value: str | None = None) -> int:

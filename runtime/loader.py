@@ -21,7 +21,7 @@ from pathlib import Path
 from balabol.architectures import named
 from balabol.errors import ArtifactError
 from balabol.manifest import FORMATS, Artifact, Manifest, verify
-from balabol.settings import DEFAULT_ARTIFACT, artifacts_dir, cpu_threads
+from balabol.settings import DEFAULT_ARTIFACT, artifacts_dir, available_memory, cpu_threads
 
 
 def _torch(*a, **k):
@@ -103,17 +103,6 @@ def parallel(value: str | int | None = None) -> int:
             f"{PARALLEL_ENV}={raw!r} is invalid: give a number of chats from 1 to 64, or auto"
         )
     return n
-
-
-def available_memory() -> int:
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 1 << 62  # unknown: do not refuse
 
 
 def artifact_dir(artifact: str, root: Path | None = None) -> Path:
