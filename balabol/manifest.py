@@ -10,13 +10,13 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from balabol.errors import ArtifactError
+from balabol.files import sha256_file, write_text
 
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
@@ -89,11 +89,7 @@ class Manifest:
         return json.dumps(dataclasses.asdict(self), indent=2, ensure_ascii=False) + "\n"
 
     def save(self, directory: Path) -> Path:
-        path = Path(directory) / MANIFEST_NAME
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(self.to_json(), encoding="utf-8")
-        os.replace(tmp, path)
-        return path
+        return write_text(Path(directory) / MANIFEST_NAME, self.to_json())
 
     @classmethod
     def load(cls, directory: Path) -> Manifest:
@@ -116,14 +112,6 @@ class Manifest:
             raise ArtifactError(
                 f"{path} is not a valid manifest ({e}); re-export with `balabol export --force`"
             ) from e
-
-
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _files(path: Path) -> Iterable[Path]:

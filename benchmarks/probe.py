@@ -20,6 +20,8 @@ import time
 from importlib import resources
 from pathlib import Path
 
+from balabol.settings import cpu_threads
+
 NEW_TOKENS = 128
 REPEATS = 3
 
@@ -169,7 +171,7 @@ def main(argv=None) -> int:
     ap.add_argument("--new-tokens", type=int, default=NEW_TOKENS)
     ap.add_argument("--repeats", type=int, default=REPEATS)
     a = ap.parse_args(argv)
-    threads = len(os.sched_getaffinity(0))
+    threads = cpu_threads()
     t = time.perf_counter()
     model = open_model(a.root, a.artifact, a.format, a.peer, threads)
     load_s = time.perf_counter() - t

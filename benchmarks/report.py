@@ -7,11 +7,12 @@ are copies of the newest run (the README shows them).
 from __future__ import annotations
 
 import json
-import os
 import platform
 import shutil
 from datetime import datetime, timezone
 from pathlib import Path
+
+from balabol.settings import cpu_threads
 
 ORDER = ("torch", "onnx", "onnx-int8", "gguf-f16", "gguf-q8_0", "gguf-q4_k_m")
 PEER = {"torch": "transformers", "onnx": "optimum", "onnx-int8": "optimum"}
@@ -31,7 +32,7 @@ def machine() -> dict:
         )
     except (OSError, StopIteration):
         mem = 0
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cores = cpu_threads()
     return {
         "cpu": cpu,
         "cores": cores,

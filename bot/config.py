@@ -17,6 +17,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from balabol.errors import ConfigError
 from balabol.settings import artifacts_dir
+from runtime.base import DEFAULTS, SHORT_REPLY_TOKENS
 
 ENV_PREFIX = "BALABOL_"
 TOKEN_SHAPE = re.compile(r"^\d+:[\w-]+$")  # what @BotFather hands out: "123456:AAE..."
@@ -48,12 +49,13 @@ class Settings(BaseSettings):
     parallel: int | Literal["auto"] = "auto"  # chats decoded together (gguf); auto: measured
 
     # --- replies ---------------------------------------------------------------------------
-    max_new_tokens: int = Field(128, ge=1)  # default reply length (tokens)
+    # sampling defaults: the runtime's (runtime/base.py), a message's length its short reply's
+    max_new_tokens: int = Field(SHORT_REPLY_TOKENS, ge=1)  # default reply length (tokens)
     max_reply_tokens: int = Field(512, ge=1)  # the longest a user may ask for in /settings
-    temperature: float = Field(0.7, ge=0, le=5)
-    top_k: int = Field(40, ge=0)
-    top_p: float = Field(0.95, gt=0, le=1)
-    repetition_penalty: float = Field(1.1, ge=0.5, le=3)
+    temperature: float = Field(DEFAULTS.temperature, ge=0, le=5)
+    top_k: int = Field(DEFAULTS.top_k, ge=0)
+    top_p: float = Field(DEFAULTS.top_p, gt=0, le=1)
+    repetition_penalty: float = Field(DEFAULTS.repetition_penalty, ge=0.5, le=3)
     system_prompt: str | None = None
     persona: Path | None = None  # JSON: {"system": "...", "examples": [["hi", "hey!"]]}
 

@@ -23,21 +23,11 @@ from pathlib import Path
 from balabol.errors import ArtifactError, BalabolError
 from balabol.manifest import Manifest
 from balabol.settings import DEFAULT_ARTIFACT
-from runtime.loader import ALIASES, SPEED_ORDER
+from runtime.loader import ALIASES, BACKENDS, SPEED_ORDER
 from runtime.loader import parallel as resolve_parallel
 from runtime.scheduler import Scheduler
 
 log = logging.getLogger(__name__)
-
-# the module a format's backend imports; a format whose module is missing is not offered
-BACKEND_MODULES = {
-    "torch": "torch",
-    "onnx": "onnxruntime",
-    "onnx-int8": "onnxruntime",
-    "gguf-f16": "llama_cpp",
-    "gguf-q8_0": "llama_cpp",
-    "gguf-q4_k_m": "llama_cpp",
-}
 
 
 @dataclass(frozen=True)
@@ -73,8 +63,9 @@ class ReloadReport:
 
 
 def installed(fmt: str) -> bool:
-    module = BACKEND_MODULES.get(fmt)
-    return module is not None and importlib.util.find_spec(module) is not None
+    """Whether the library a format's backend imports is installed (else it is not offered)."""
+    reader = BACKENDS.get(fmt)
+    return reader is not None and importlib.util.find_spec(reader.module) is not None
 
 
 def scan(root: Path, formats: list[str] | None = None) -> list[Choice]:

@@ -21,17 +21,17 @@ import warnings
 from pathlib import Path
 
 from balabol import lstm
+from balabol.architectures import ARCHITECTURES
 from balabol.errors import BalabolError, ExportError, require
 from balabol.manifest import Manifest
 from export import merge
 from export.parity import Reference, judge, measure, open_backend
 from export.steps import Step, manifest_of
 
-ARCHITECTURE = "lstm"
+ARCH = ARCHITECTURES["lstm"]
 INPUTS = ("input_ids", "h0", "c0")
 OUTPUTS = ("logits", "hn", "cn")
 OPSET = 17
-GGUF_SKIPPED = "llama.cpp has no LSTM architecture; use the onnx formats"
 # files of the trained model directory that make up hf/ (the torch reference)
 MODEL_FILES = (lstm.CONFIG_FILE, lstm.WEIGHTS_FILE)
 
@@ -129,7 +129,7 @@ def build(cfg, name: str, base: Path, spec, tmp: Path, log) -> Manifest:
     ctx = lstm.LstmConfig.from_dict(_json(hf / lstm.CONFIG_FILE)).context_length
     # the state has no length limit; the held-out text is scored as for other models
     n_ctx = max(ctx, 1024)  # bounds only the reference's greedy decoding
-    reference = open_backend(hf, "torch", hf=hf, context_length=n_ctx, architecture=ARCHITECTURE)
+    reference = open_backend(hf, "torch", hf=hf, context_length=n_ctx, architecture=ARCH.name)
     ref = Reference.build(reference, tokenizer)
     reference.close()
     steps["torch"] = Step("torch", "passed", time.perf_counter() - t, {"ppl": round(ref.ppl, 4)})
@@ -140,9 +140,7 @@ def build(cfg, name: str, base: Path, spec, tmp: Path, log) -> Manifest:
         log(f"[{fmt}] building ...")
         try:
             path = make()
-            lm = open_backend(
-                path.parent, fmt, hf=hf, context_length=n_ctx, architecture=ARCHITECTURE
-            )
+            lm = open_backend(path.parent, fmt, hf=hf, context_length=n_ctx, architecture=ARCH.name)
             try:
                 numbers = measure(lm, ref)
             finally:
@@ -167,12 +165,12 @@ def build(cfg, name: str, base: Path, spec, tmp: Path, log) -> Manifest:
         shutil.rmtree(tmp / "onnx", ignore_errors=True)
         steps.pop("onnx", None)
     for fmt in cfg.formats:
-        if fmt.startswith("gguf"):
-            steps[fmt] = Step(fmt, "skipped", 0.0, {"skipped": GGUF_SKIPPED})
-            log(f"[{fmt}] skipped: {GGUF_SKIPPED}")
+        if not ARCH.has_format(fmt):
+            steps[fmt] = Step(fmt, "skipped", 0.0, {"skipped": ARCH.no_format_reason})
+            log(f"[{fmt}] skipped: {ARCH.no_format_reason}")
 
     # 3. the manifest
-    return manifest_of(cfg, name, ARCHITECTURE, steps, tmp, tokenizer, ctx)
+    return manifest_of(cfg, name, ARCH.name, steps, tmp, tokenizer, ctx)
 
 
 def _json(path: Path) -> dict:

@@ -11,28 +11,22 @@ Example: `balabol export` writes artifacts/<name>/onnx/model.onnx.
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
+from balabol.architectures import MODEL_TYPES, model_config
 from balabol.errors import ExportError, require
 from balabol.quiet import quiet
 from export import gqa
 
 TOKENIZER_PREFIXES = ("tokenizer", "special_tokens", "chat_template", "generation_config")
-# HF model_type -> onnxruntime.transformers optimizer model type whose fusions match its
-# graph. Only architectures whose fused graph was checked against the parity gate.
-FUSIONS = {
-    "llama": "qwen3",
-    "gemma3_text": "qwen3",
-}  # "qwen3": decoder-only with RoPE, GQA, RMSNorm
 
 
 def fuse(model: Path, config: dict) -> dict[str, int]:
     """Rewrite `model` in place with onnxruntime's fusions for its architecture (and llama's
     attention as GroupQueryAttention); the fused operator counts (empty: none applied)."""
-    model_type = config.get("model_type", "")
-    kind = FUSIONS.get(model_type)
+    arch = MODEL_TYPES.get(config.get("model_type", ""))
+    kind = arch and arch.onnx_fusion  # the optimizer's model type for this graph, if checked
     if kind is None or model.with_name(model.name + "_data").exists():
         return {}  # unknown graph, or weights in a side file (over protobuf's 2 GB)
     from onnxruntime.transformers.optimizer import optimize_model
@@ -43,7 +37,7 @@ def fuse(model: Path, config: dict) -> dict[str, int]:
     with quiet():
         fused = optimize_model(str(model), model_type=kind, num_heads=0, hidden_size=0, opt_level=0)
     stats = {k: v for k, v in fused.get_fused_operator_statistics().items() if v}
-    if model_type == "llama":
+    if arch.name == "llama":
         stats["GroupQueryAttention"] = gqa.to_gqa(fused.model, config)
     fused.save_model_to_file(str(model), use_external_data_format=False)
     return stats
@@ -68,7 +62,7 @@ def export_onnx(hf_dir: Path, out_dir: Path) -> tuple[Path, dict[str, int]]:
     model = out_dir / "model.onnx"
     if not model.is_file():
         raise ExportError(f"optimum wrote no model.onnx in {out_dir}: {sorted(out_dir.iterdir())}")
-    config = json.loads((hf_dir / "config.json").read_text(encoding="utf-8"))
+    config = model_config(hf_dir)
     fused = fuse(model, config)
     # The tokenizer travels with the graph so the directory is self-contained.
     for f in hf_dir.iterdir():

@@ -10,18 +10,18 @@ Example: `balabol export --base default --name smollm2-135m-instruct`
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-from balabol import bases
+from balabol import architectures, bases
+from balabol.architectures import model_config
 from balabol.errors import BalabolError, ExportError
+from balabol.files import replacing_dir
 from balabol.manifest import FORMATS, Manifest
 from balabol.prompt import encode_text
-from export import gguf, int8, lstm, merge, onnx, registry
+from export import gguf, int8, lstm, merge, onnx
 from export.config import ExportConfig
 from export.parity import Reference, judge, measure, open_backend
 from export.steps import Step, manifest_of
@@ -29,12 +29,6 @@ from export.steps import Step, manifest_of
 GGUF_FORMATS = ("gguf-f16", "gguf-q8_0", "gguf-q4_k_m")
 
 
-def _load_config(base: Path | str) -> dict:
-    if isinstance(base, Path):
-        return json.loads((base / "config.json").read_text(encoding="utf-8"))
-    from transformers import AutoConfig
-
-    return AutoConfig.from_pretrained(base).to_dict()
 
 
 def run(cfg: ExportConfig, log: Callable[[str], None] = print) -> Manifest:
@@ -48,7 +42,7 @@ def run(cfg: ExportConfig, log: Callable[[str], None] = print) -> Manifest:
     t_start = time.perf_counter()
     # 1. what are we exporting? (cheap checks first: nothing is written if they fail)
     base = bases.resolve(cfg.base)
-    spec = registry.lookup(_load_config(base), where=f"base {cfg.base}")
+    spec = architectures.lookup(model_config(base), where=f"base {cfg.base}")
     if cfg.adapter is not None and not spec.adapters:
         raise ExportError(
             f"--adapter {cfg.adapter}: an {spec.name} model has no LoRA adapters; export it "
@@ -58,28 +52,12 @@ def run(cfg: ExportConfig, log: Callable[[str], None] = print) -> Manifest:
         merge.check_adapter(Path(cfg.adapter))
     log(f"exporting {name}: base {cfg.base} ({spec.name}), adapter {cfg.adapter or 'none'}")
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.partial-", dir=out.parent))
-    try:
+    with replacing_dir(out) as tmp:
         build = BUILDERS.get(spec.name, _build)
         manifest = build(cfg, name, base, spec, tmp, log)
         manifest.save(tmp)
-        _swap_into_place(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     log(summary(manifest, time.perf_counter() - t_start, out))
     return manifest
-
-
-def _swap_into_place(tmp: Path, out: Path) -> None:
-    old = None
-    if out.exists():
-        old = out.with_name(f".{out.name}.old-{os.getpid()}")
-        os.replace(out, old)
-    os.replace(tmp, out)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def _build(cfg, name, base, spec, tmp: Path, log) -> Manifest:
@@ -102,7 +80,7 @@ def _build(cfg, name, base, spec, tmp: Path, log) -> Manifest:
     t = time.perf_counter()
     log("[hf] merging and saving fp32 safetensors ...")
     merge.merge(base, Path(cfg.adapter) if cfg.adapter else None, hf)
-    model_cfg = spec.complete_config(json.loads((hf / "config.json").read_text()))
+    model_cfg = spec.complete_config(model_config(hf))
     (hf / "config.json").write_text(json.dumps(model_cfg, indent=2) + "\n")
     ctx = int(model_cfg.get("max_position_embeddings") or model_cfg.get("n_positions") or 2048)
     # the runtime's torch backend is the reference (its context only bounds greedy decoding)

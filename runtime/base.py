@@ -23,6 +23,7 @@ from runtime.decoding import Decoding, Stats, TextStream  # noqa: F401 (re-expor
 
 @dataclass(frozen=True)
 class GenerationConfig:
+    # The sampling defaults of every command and of the bot (bot/config.py reads them here).
     # The docstrings are the help of `balabol generate`'s and `balabol chat`'s flags.
     max_new_tokens: int = 256
     """reply length limit in tokens"""
@@ -60,6 +61,13 @@ class GenerationConfig:
     @classmethod
     def greedy(cls, max_new_tokens: int = 64) -> GenerationConfig:
         return cls(max_new_tokens=max_new_tokens, temperature=0, repetition_penalty=1.0)
+
+
+DEFAULTS = GenerationConfig()
+# A reply read once (`balabol generate` prints one and exits; the bot sends one Telegram
+# message) is shorter by default than an interactive chat's turn (DEFAULTS.max_new_tokens):
+# it arrives sooner on 2 cores and fits a phone screen.
+SHORT_REPLY_TOKENS = 128
 
 
 @runtime_checkable

@@ -15,7 +15,7 @@ from typing import Annotated
 from cyclopts import Parameter
 
 from balabol.settings import DEFAULT_ARTIFACT
-from runtime.base import GenerationConfig
+from runtime.base import SHORT_REPLY_TOKENS, GenerationConfig
 
 FORMAT_HELP = "torch, onnx, onnx-int8, gguf-f16, gguf-q8_0, gguf-q4_k_m, gguf (best gguf) or auto"
 
@@ -34,7 +34,7 @@ class Sampling(GenerationConfig):
 
 @dataclass(frozen=True)
 class OneShot(Sampling):
-    max_new_tokens: int = 128  # one reply printed and done: shorter than a chat's
+    max_new_tokens: int = SHORT_REPLY_TOKENS  # one reply printed and done: shorter than a chat's
 
 
 def _footer(backend) -> str:

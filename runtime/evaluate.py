@@ -29,7 +29,6 @@ evaluated on that data set so far, so runs (and formats of one artifact) compare
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -41,6 +40,7 @@ from cyclopts import Parameter
 from balabol import bases, lstm
 from balabol.cli import flags
 from balabol.errors import AdapterError, ArtifactError, BaseModelError, ConfigError, DataError
+from balabol.files import write_text
 from balabol.manifest import FORMATS, Artifact, Manifest, verify
 from balabol.prompt import BOS_TOKEN, EOS_TOKEN
 from balabol.samples import data_files, read_jsonl
@@ -175,11 +175,7 @@ def run(cfg: EvalConfig, *, log: Callable[[str], None] = print) -> dict[str, Any
         **result,
         "seconds": round(time.perf_counter() - t, 2),
     }
-    path = cfg.out_path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    path = write_text(cfg.out_path, json.dumps(result, indent=2, ensure_ascii=False) + "\n")
     log(table(path, current=cfg.label))
     return result
 

@@ -17,22 +17,11 @@ from collections.abc import Hashable
 from dataclasses import dataclass
 
 from balabol.errors import ConfigError
+from balabol.settings import available_memory
 
 ENV = "BALABOL_KV_CACHE_MB"
 SOLO = "solo"  # the chat key of callers that name none (balabol generate, chat, benchmarks)
 DEFAULT_MAX_MB = 1024
-
-
-def available_memory() -> int:
-    """MemAvailable from /proc/meminfo in bytes (a large number where it is unknown)."""
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 1 << 62
 
 
 def budget_bytes(value: str | None = None) -> int:

@@ -14,12 +14,14 @@ Example: `balabol chat --artifact smollm2-135m-instruct --format auto`.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from balabol.architectures import named
 from balabol.errors import ArtifactError
 from balabol.manifest import FORMATS, Artifact, Manifest, verify
-from balabol.settings import DEFAULT_ARTIFACT, artifacts_dir
+from balabol.settings import DEFAULT_ARTIFACT, artifacts_dir, available_memory, cpu_threads
 
 
 def _torch(*a, **k):
@@ -53,20 +55,28 @@ def _lstm_torch(*a, **k):
     return LstmTorchBackend.open(*a, **k)
 
 
-# format -> opener(path, tokenizer=, context_length=, fmt=, threads=, **options)
-BACKENDS: dict[str, Callable] = {
-    "torch": _torch,
-    "onnx": _onnx,
-    "onnx-int8": _onnx,
-    "gguf-f16": _gguf,
-    "gguf-q8_0": _gguf,
-    "gguf-q4_k_m": _gguf,
-}
-# (manifest architecture, format) -> opener, where an architecture needs its own decode step
-ARCH_BACKENDS: dict[tuple[str, str], Callable] = {
-    ("lstm", "torch"): _lstm_torch,
-    ("lstm", "onnx"): _lstm_onnx,
-    ("lstm", "onnx-int8"): _lstm_onnx,
+@dataclass(frozen=True)
+class Reader:
+    """How the runtime reads one format."""
+
+    module: str  # the library its backend imports (the bot offers a format only if installed)
+    # opener(path, tokenizer=, context_length=, fmt=, threads=, **options)
+    open: Callable
+    # manifest architecture -> opener, where an architecture needs its own decode step
+    by_architecture: Mapping[str, Callable] = field(default_factory=dict)
+
+    def opener(self, architecture: str | None) -> Callable:
+        return self.by_architecture.get(architecture, self.open)
+
+
+# format -> its reader; which formats exist for an architecture: balabol/architectures.py
+BACKENDS: dict[str, Reader] = {
+    "torch": Reader("torch", _torch, {"lstm": _lstm_torch}),
+    "onnx": Reader("onnxruntime", _onnx, {"lstm": _lstm_onnx}),
+    "onnx-int8": Reader("onnxruntime", _onnx, {"lstm": _lstm_onnx}),
+    "gguf-f16": Reader("llama_cpp", _gguf),
+    "gguf-q8_0": Reader("llama_cpp", _gguf),
+    "gguf-q4_k_m": Reader("llama_cpp", _gguf),
 }
 # fastest first (measured on 2 cores, see benchmarks/); `auto` takes the first that fits
 SPEED_ORDER = ("gguf-q4_k_m", "gguf-q8_0", "onnx-int8", "gguf-f16", "onnx", "torch")
@@ -93,21 +103,6 @@ def parallel(value: str | int | None = None) -> int:
             f"{PARALLEL_ENV}={raw!r} is invalid: give a number of chats from 1 to 64, or auto"
         )
     return n
-
-
-def available_memory() -> int:
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 1 << 62  # unknown: do not refuse
-
-
-def threads() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def artifact_dir(artifact: str, root: Path | None = None) -> Path:
@@ -176,17 +171,21 @@ def open_file(
     ("lstm"). options: what a backend's `open` takes besides (torch: adapter=, device=)."""
     if fmt not in BACKENDS:
         raise ArtifactError(f"unknown format {fmt!r}; choose one of: {', '.join(BACKENDS)}")
+    if architecture is not None and not (arch := named(architecture)).has_format(fmt):
+        raise ArtifactError(
+            f"a {arch.name} model has no {fmt} format ({arch.no_format_reason}); "
+            f"choose one of: {', '.join(arch.formats or BACKENDS)}"
+        )
     if isinstance(tokenizer, (str, Path)):
         from runtime.tokenizer import Tokenizer
 
         tokenizer = Tokenizer(Path(tokenizer))
-    opener = ARCH_BACKENDS.get((architecture, fmt), BACKENDS[fmt])
-    return opener(
+    return BACKENDS[fmt].opener(architecture)(
         Path(path),
         tokenizer=tokenizer,
         context_length=context_length,
         fmt=fmt,
-        threads=n_threads or threads(),
+        threads=n_threads or cpu_threads(),
         **options,
     )
 

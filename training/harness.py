@@ -21,9 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import shutil
-import tempfile
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -32,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from balabol.errors import ConfigError, DataError
+from balabol.files import replacing_dir
 from balabol.prompt import CHAT_TEMPLATE, template_sha256
 from training import dataset
 from training.config import CHAT_TEMPLATE_FILE, CONFIG_FILE, METRICS_FILE, RunConfig
@@ -260,21 +259,9 @@ def fit(trainer, cfg, resume_step: int | None, callbacks: Sequence[Any], log) ->
 def write_output(cfg, save: Callable[[Path], None], tokenizer, record: dict, metrics: dict) -> None:
     """Weights (`save(dir)`), tokenizer, chat template, config and metrics into a temporary
     directory, swapped into OUT_DIR/NAME when complete."""
-    cfg.out_dir.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{cfg.name}.partial-", dir=cfg.out_dir))
-    try:
+    with replacing_dir(cfg.out) as tmp:
         save(tmp)
         tokenizer.save_pretrained(tmp)
         (tmp / CHAT_TEMPLATE_FILE).write_text(CHAT_TEMPLATE, encoding="utf-8")
         (tmp / CONFIG_FILE).write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n")
         (tmp / METRICS_FILE).write_text(json.dumps(metrics, indent=2) + "\n")
-        old = None
-        if cfg.out.exists():
-            old = cfg.out_dir / f".{cfg.name}.old-{os.getpid()}"
-            os.replace(cfg.out, old)
-        os.replace(tmp, cfg.out)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise

@@ -9,7 +9,7 @@ The story of `run`:
  1. check the data, the base and the output (cheap, nothing written if they fail);
  2. the tokenizer: the base's, with the chat format of balabol/prompt.py (training/dataset.py);
  3. hand the rest to `harness.train_and_save`, with a recipe that loads the base (4-bit nf4
-    with --qlora) and wraps the architecture's layers (training/targets.py) with LoRA, and
+    with --qlora) and wraps the architecture's layers (balabol/architectures.py) with LoRA, and
     saves the adapter: LoRA and the rows of new chat tokens only.
 
 Only `balabol/` is imported here at module level; torch, transformers and peft are imported
@@ -18,17 +18,17 @@ inside the functions that need them, so `balabol --help` stays fast.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from balabol import bases
+from balabol import architectures, bases
+from balabol.architectures import model_config
 from balabol.errors import BaseModelError, ConfigError, require
 from balabol.settings import adapters_dir
-from training import attention, dataset, harness, targets
+from training import attention, dataset, harness
 from training.config import BATCHING, Batching, RunConfig
 from training.plan import Plan
 
@@ -105,8 +105,8 @@ def run(
     # 1. cheap checks first: nothing is loaded or written if they fail
     data = dataset.data_files(cfg.data)
     base = bases.resolve(cfg.base)
-    base_config = _hf_config(base)
-    spec = targets.lookup(base_config, where=f"base {cfg.base}")
+    base_config = model_config(base)
+    spec = architectures.lookup(base_config, where=f"base {cfg.base}", to="fine-tune")
     resume_step = harness.check_output(
         cfg, done_file="adapter_config.json", what="a trained adapter", resume_keys=RESUME_KEYS
     )
@@ -125,7 +125,7 @@ def run(
         line = (
             f"base {cfg.base} ({spec.name}{', 4-bit nf4' if cfg.qlora else ''}): "
             f"{total / 1e6:.1f} M parameters, LoRA r={cfg.lora_r} on "
-            f"{', '.join(spec.target_modules)}: {trainable / 1e6:.2f} M trainable"
+            f"{', '.join(spec.lora_targets)}: {trainable / 1e6:.2f} M trainable"
         )
         return harness.Built(model, trainable, line)
 
@@ -145,7 +145,7 @@ def run(
         record={
             "base_path": str(base),
             "architecture": spec.name,
-            "target_modules": list(spec.target_modules),
+            "target_modules": list(spec.lora_targets),
             "added_tokens": [tokenizer.convert_ids_to_tokens(i) for i in new_ids],
             "max_length_used": max_length,
         },
@@ -156,14 +156,6 @@ def run(
         next_cmd=f"balabol export --base {cfg.base} --adapter {cfg.out}",
     )
     return harness.train_and_save(cfg, recipe, log=log, callbacks=callbacks, progress=progress)
-
-
-def _hf_config(base: Path | str) -> dict:
-    if isinstance(base, Path):
-        return json.loads((base / "config.json").read_text(encoding="utf-8"))
-    from transformers import AutoConfig
-
-    return AutoConfig.from_pretrained(base).to_dict()
 
 
 def _load_model(base: Path | str, cfg: TrainConfig, plan: Plan, spec, new_token_ids, n_vocab):
@@ -208,7 +200,7 @@ def _load_model(base: Path | str, cfg: TrainConfig, plan: Plan, spec, new_token_
         r=cfg.lora_r,
         lora_alpha=cfg.lora_alpha,
         lora_dropout=cfg.lora_dropout,
-        target_modules=list(spec.target_modules),
+        target_modules=list(spec.lora_targets),
         # bitsandbytes replaces GPT-2's Conv1D with plain (out, in) Linear4bit layers
         fan_in_fan_out=spec.fan_in_fan_out and not cfg.qlora,
         bias="none",

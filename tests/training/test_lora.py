@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
+from balabol.architectures import ARCHITECTURES
 from balabol.cli import main as cli
 from balabol.errors import BaseModelError, ConfigError, DataError, UnsupportedArchitectureError
 from balabol.manifest import Manifest
 from balabol.prompt import CHAT_TEMPLATE, EOS_TOKEN
 from runtime import evaluate
-from training import targets
 from training.harness import TrainResult, last_checkpoint_step
 from training.lora import TrainConfig, run
 from training.plan import plan_device
@@ -64,11 +64,11 @@ class Trained:
     lines: list[str]
 
 
-KINDS = ("llama", "gpt2", "gemma3")  # tiny_model kinds = the target specs' names
+KINDS = ("llama", "gpt2", "gemma3")  # tiny_model kinds = the architectures with LoRA targets
 
 
 def test_every_architecture_is_trained_here():
-    assert {s.name for s in targets.TARGETS.values()} == set(KINDS)
+    assert {a.name for a in ARCHITECTURES.values() if a.adapters} == set(KINDS)
 
 
 @pytest.fixture(scope="module", params=KINDS)
@@ -103,12 +103,12 @@ def test_the_adapter_directory_is_complete(trained):
     assert sorted(p.name for p in out.parent.iterdir()) == ["toy"]  # no checkpoints, no tmp
     assert (out / "chat_template.jinja").read_text() == CHAT_TEMPLATE
     record = json.loads((out / "training_config.json").read_text())
-    spec = next(s for s in targets.TARGETS.values() if s.name == kind)
+    spec = ARCHITECTURES[kind]
     assert record["architecture"] == kind
-    assert record["target_modules"] == list(spec.target_modules)
+    assert record["target_modules"] == list(spec.lora_targets)
     assert record["base"] == str(base) and record["assistant_only"] is True
     adapter = json.loads((out / "adapter_config.json").read_text())
-    assert sorted(adapter["target_modules"]) == sorted(spec.target_modules)
+    assert sorted(adapter["target_modules"]) == sorted(spec.lora_targets)
     assert adapter["fan_in_fan_out"] is spec.fan_in_fan_out
 
     from transformers import AutoTokenizer

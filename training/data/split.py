@@ -25,13 +25,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import tempfile
 from array import array
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 from balabol.errors import ConfigError, DataError, require
+from balabol.files import open_temp
 from training.data.clean import Cleaner, duplicates, hash64
 from training.data.sample import REASONS, Counts, Sample
 
@@ -150,14 +150,10 @@ def write(
     tokens = array("Q")
     temps: list[Path] = []
 
-    umask = os.umask(0)
-    os.umask(umask)
-
     def temp(name: str):
-        fd, p = tempfile.mkstemp(dir=out_dir, prefix=f".{name}.", suffix=".tmp")
-        temps.append(Path(p))
-        os.chmod(fd, 0o666 & ~umask)  # mkstemp makes 0600; the renamed files are ordinary ones
-        return os.fdopen(fd, "w", encoding="utf-8", newline="\n")
+        f, path = open_temp(out_dir, name)  # renamed into place together at the end
+        temps.append(path)
+        return f
 
     try:
         # 1. every sample in bounds to a temporary file, its hashes to arrays
