@@ -51,3 +51,7 @@ def require(module: str, *, extra: str):
             f"{module} is not installed ({e}). Install the '{extra}' stack: "
             f"pip install -e '.[{extra}]' (or run `make {extra}` / `make test`)."
         ) from e
+
+
+class RemoteError(BalabolError):
+    """An OpenAI-compatible server (`--format remote`) is unreachable or refused a request."""

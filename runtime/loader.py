@@ -82,6 +82,7 @@ BACKENDS: dict[str, Reader] = {
 SPEED_ORDER = ("gguf-q4_k_m", "gguf-q8_0", "onnx-int8", "gguf-f16", "onnx", "torch")
 ALIASES = {"gguf": ("gguf-q4_k_m", "gguf-q8_0", "gguf-f16"), "auto": SPEED_ORDER}
 MAX_CONTEXT = 2048
+REMOTE = "remote"  # an OpenAI-compatible server, not a file: `load` handles it first
 PARALLEL_ENV = "BALABOL_PARALLEL"
 # Chats the gguf backend decodes together by default. Each slot reserves a full context of KV
 # cache (SmolLM2-135M: 23 KB a token, 47 MB a slot at 2048); the aggregate speed-up on
@@ -200,7 +201,14 @@ def load(
     parallel: int = 1,
 ):
     """A ready backend for `artifact` in format `fmt` (a format name or auto/gguf).
-    `parallel`: how many chats the gguf backend decodes together (its KV slots)."""
+    `parallel`: how many chats the gguf backend decodes together (its KV slots).
+    "remote" is no local file: an OpenAI-compatible server from $BALABOL_REMOTE_URL
+    (runtime/remote_backend.py), asked for $BALABOL_REMOTE_MODEL, else `artifact` unless
+    it is the default (then the server's default model)."""
+    if fmt == REMOTE:
+        from runtime.remote_backend import RemoteBackend
+
+        return RemoteBackend.from_env(model=None if artifact == DEFAULT_ARTIFACT else artifact)
     path = artifact_dir(artifact, root)
     manifest = Manifest.load(path)
     entry = choose(manifest, fmt)

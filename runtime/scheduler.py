@@ -10,7 +10,8 @@ Each request names its chat (`key`): its KV state is kept between turns, so the 
 reads only its new message (runtime/gguf_engine.py).
 
 Example (the bot does this): `job = scheduler.submit(messages, config, key=chat_id)`,
-then `for piece in job: ...`.
+then `for piece in job: ...`. A `str` instead of messages is a plain continuation
+(`backend.complete`: no chat template; `balabol serve`'s /v1/completions).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from collections.abc import Hashable, Iterator
 from dataclasses import dataclass
 
 from balabol.errors import BalabolError
+from balabol.prompt import encode_text
 from runtime.base import GenerationConfig
 from runtime.decoding import Decoding
 
@@ -133,9 +135,15 @@ class Scheduler:
         while (job := self._next(block=True)) is not None:
             try:
                 if not job.cancel_event.is_set():
-                    for piece in self.backend.stream(
-                        job.messages, job.config, cancel=job.cancel_event, key=job.key
-                    ):
+                    if isinstance(job.messages, str):  # plain text: no chat template
+                        pieces = self.backend.complete(
+                            job.messages, job.config, cancel=job.cancel_event
+                        )
+                    else:
+                        pieces = self.backend.stream(
+                            job.messages, job.config, cancel=job.cancel_event, key=job.key
+                        )
+                    for piece in pieces:
                         job.pieces.put(piece)
                     job.stats = getattr(self.backend, "last_stats", None)
             except BaseException as e:  # handed to the caller, who re-raises it
@@ -189,7 +197,10 @@ class Scheduler:
             job.pieces.put(_DONE)
             return None
         try:
-            ids, config = self.backend.request(job.messages, job.config)
+            if isinstance(job.messages, str):  # plain text: no chat template
+                ids, config = encode_text(self.backend.tokenizer, job.messages), job.config
+            else:
+                ids, config = self.backend.request(job.messages, job.config)
             d = Decoding(
                 self.backend.tokenizer,
                 ids,
