@@ -29,8 +29,6 @@ from export.steps import Step, manifest_of
 GGUF_FORMATS = ("gguf-f16", "gguf-q8_0", "gguf-q4_k_m")
 
 
-
-
 def run(cfg: ExportConfig, log: Callable[[str], None] = print) -> Manifest:
     name = cfg.artifact_name
     out = Path(cfg.out_dir) / name
