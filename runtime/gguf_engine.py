@@ -12,6 +12,12 @@ time to first token 737 ms with one shared cache vs 67 ms served alone.
 Models with sliding-window attention (Gemma-3) keep a full-size window cache (`swa_full`),
 since a window cache cannot be cut back to an older prefix.
 
+A saved state is restored byte for byte, so a chat answers the same alone, interleaved,
+batched or after a trip to host memory. A state dropped from the cache is read again in one
+batch, and llama.cpp's logits depend on how a history was batched (its server says the same
+of `cache_prompt`): on SmolLM2 Q4_1 a reused history and a re-read one differ by up to ~1 in
+the logits, enough to change a near-tied greedy token later in a reply.
+
 Example: `BALABOL_PARALLEL=4 balabol bot` serves four chats per decode step through this.
 """
 

@@ -103,12 +103,3 @@ def test_chats_answer_the_same_alone_interleaved_evicted_and_batched(open_smollm
     finally:
         sched.close()
         b.close()
-
-
-def test_reading_the_history_again_gives_the_same_replies(open_smollm2):
-    b, cold = open_smollm2(1), open_smollm2(1, budget=0)
-    try:
-        assert serve_alone(cold) == serve_alone(b)
-    finally:
-        b.close()
-        cold.close()
