@@ -15,6 +15,7 @@ COPY runtime runtime
 COPY export export
 COPY training training
 COPY bot bot
+COPY api api
 RUN pip wheel --no-cache-dir --wheel-dir /wheels ".[botrun]"
 
 # --- run: slim, non-root -----------------------------------------------------------------
