@@ -28,6 +28,7 @@ from aiogram.exceptions import TelegramRetryAfter
 log = logging.getLogger(__name__)
 
 MAX_RETRIES = 5
+PRUNE_AT = 10_000  # chats remembered before the long-idle ones are forgotten
 # calls into a chat that are not messages: not paced, but they respect a closed chat
 UNPACED = frozenset({"SendChatAction", "AnswerCallbackQuery"})
 PACED_PREFIXES = ("Send", "Edit", "Copy", "Forward", "Delete", "Stop")
@@ -115,6 +116,18 @@ class SendGate(BaseRequestMiddleware):
             )
             now = self.clock.time()
             self._sent[chat], self._next_any = now, now + 1 / self.rate
+        if len(self._sent) > PRUNE_AT:
+            self._prune(now)
+
+    def _prune(self, now: float) -> None:
+        """Forget chats whose last send and 429 window are long past (a bot meets many)."""
+        horizon = now - max(self.chat_interval, self.group_interval)
+        for chat in [c for c, at in self._sent.items() if at < horizon]:
+            lock = self._locks.get(chat)
+            if (lock is None or not lock.locked()) and self.closed_until(chat) < now:
+                self._sent.pop(chat)
+                self._locks.pop(chat, None)
+                self._closed.pop(chat, None)
 
     async def _until(self, opens) -> None:
         """Sleep until the clock reaches `opens()` (read again after each sleep: a 429 or

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import math
 
 import pytest
 from aiogram import Bot
 from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.client.telegram import TelegramAPIServer
+from aiogram.methods import SendMessage
 
 from balabol.errors import ConfigError
 from bot.config import load_settings
@@ -17,7 +19,7 @@ from bot.middlewares.ratelimit import RateLimit
 from bot.storage import Prefs, Store
 from bot.streaming import MESSAGE_LIMIT, LiveMessage, split_message, stream
 from tests.bot.conftest import ManualClock
-from tests.fakes.telegram import TOKEN, FakeTelegram
+from tests.fakes.telegram import TOKEN, FakeTelegram, Limits
 
 # --- settings -------------------------------------------------------------------------------
 
@@ -236,3 +238,23 @@ async def test_flood_control_waits_retry_after_and_delivers():
             ("sendMessage", 200),
             ("editMessageText", 200),
         ]
+
+
+async def test_the_gate_keeps_to_telegrams_limits():
+    # the gate's departures, checked by the fake server's accounting of Telegram's limits
+    # (no HTTP in between: a virtual clock runs ahead of requests in flight)
+    clock, tg, sent = ManualClock(), FakeTelegram(limits=Limits()), []
+    gate = SendGate(clock=clock)  # Telegram's pacing: 1 s per chat, 3 s per group, 30/s
+
+    async def make_request(bot, method):
+        sent.append((method.chat_id, clock.now, tg._over_limits(method.chat_id, clock.now)))
+
+    chats = [1, 1, 1, -5, -5, *range(100, 140)]
+    await asyncio.gather(
+        *(gate(make_request, None, SendMessage(chat_id=c, text="hello")) for c in chats)
+    )
+    assert [over for _, _, over in sent] == [0] * len(chats)  # Telegram would not say 429
+    at = {chat: [t for c, t, _ in sent if c == chat] for chat in (1, -5)}
+    gaps = {chat: [b - a for a, b in itertools.pairwise(times)] for chat, times in at.items()}
+    assert min(gaps[1]) >= 1 and min(gaps[-5]) >= 3 and len(at[1]) == 3
+    assert clock.now < 4  # nobody waited longer than the limits ask
