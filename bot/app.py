@@ -28,24 +28,35 @@ from aiogram.exceptions import (
 from balabol.errors import BalabolError, ConfigError
 from bot import handlers
 from bot.config import Settings
+from bot.gate import Clock, SendGate
 from bot.handlers.commands import MENU
 from bot.handlers.errors import Health
 from bot.middlewares import AllowList, RateLimit
 from bot.models import ModelPool
+from bot.recovery import recover
 from bot.replies import Replies
 from bot.storage import Store
-from bot.streaming import Clock, RetryAfterMiddleware
 
 log = logging.getLogger(__name__)
 
 
-def make_bot(settings: Settings, clock: Clock | None = None) -> Bot:
+def make_gate(settings: Settings, clock: Clock | None = None) -> SendGate:
+    return SendGate(
+        chat_interval=settings.chat_interval,
+        group_interval=settings.group_interval,
+        rate=settings.send_rate,
+        clock=clock,
+    )
+
+
+def make_bot(settings: Settings, gate: SendGate) -> Bot:
+    """A Bot whose every call passes `gate` (pacing and flood control in one place)."""
     session = (
         AiohttpSession(api=TelegramAPIServer.from_base(settings.api_base))
         if settings.api_base
         else AiohttpSession()
     )
-    session.middleware(RetryAfterMiddleware(clock))
+    session.middleware(gate)
     return Bot(settings.token, session=session)
 
 
@@ -72,9 +83,10 @@ class App:
             parallel=s.parallel,
             load=load,
         )
+        self.gate = make_gate(s, clock)
         self.replies = Replies(settings=s, store=self.store, models=self.models, clock=clock)
         self.health = Health()
-        self.bot = make_bot(s, clock)
+        self.bot = make_bot(s, self.gate)
         self.dp = Dispatcher(
             settings=s,
             store=self.store,
@@ -134,6 +146,7 @@ class App:
             await self.dp.stop_polling()
 
     async def _on_startup(self, bot: Bot) -> None:
+        await recover(self.store, bot)  # before any update: what a crash left half-done
         await bot.set_my_commands(MENU)
         if self.settings.mode == "polling":
             await bot.delete_webhook(drop_pending_updates=False)

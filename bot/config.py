@@ -67,6 +67,10 @@ class Settings(BaseSettings):
     admins: IdList = []  # may /reload; always allowed
     max_input_chars: int = Field(4000, ge=1)  # longer messages are cut, with a note
     edit_interval: float = Field(1.0, ge=0)  # seconds between edits of a streamed reply
+    # Telegram's pacing (bot/gate.py): every send and edit waits for its slot
+    chat_interval: float = Field(1.0, ge=0)  # seconds between sends into one chat
+    group_interval: float = Field(3.0, ge=0)  # ... into one group (20 per minute)
+    send_rate: float = Field(30.0, gt=0)  # sends per second, all chats together
     shutdown_grace: float = Field(30.0, ge=0)  # seconds in-flight replies get to finish
 
     # --- storage ---------------------------------------------------------------------------

@@ -10,6 +10,9 @@ START = (
 HELP = (
     "Write to me and I answer, remembering our chat.\n\n"
     "{commands}\n\n"
+    "I answer one message at a time: what you send while I answer is read together, "
+    "in order, and answered in one reply (up to {max_chars} characters; /stop cuts the "
+    "current answer). At most {limit} messages per {window:g} s.\n\n"
     "In groups I answer when you mention me or reply to me."
 )
 ADMIN_HELP = "\n\nAdmin: /reload re-reads the models without a restart."
@@ -22,7 +25,7 @@ UNKNOWN_COMMAND = "I don't know {command}. /help lists my commands."
 NOT_TEXT = "I can only read text for now 🙂 Send me words and I'll answer."
 EMPTY = "Send me some words and I'll answer 🙂"
 
-BUSY_USER = "⏳ I'm still answering your previous message. Wait for it, or send /stop."
+RETRY_BUSY = "⏳ I'm answering you right now: /retry works once I'm done, or /stop me."
 BUSY_QUEUE = "😮‍💨 I'm busy: {waiting} requests are already waiting. Please try again in a minute."
 IN_LINE = "⏳ You're #{position} in line…"
 RESTARTING = "🔄 I'm restarting right now. Please send that again in a minute."
@@ -42,6 +45,8 @@ DOES_NOT_FIT = (
 NO_ANSWER = "🤐 (no answer; try /retry)"
 STOPPED = "⏹ stopped"
 CUT_BY_RESTART = "🔄 cut short: I'm restarting. Send /retry in a minute."
+CUT_BY_CRASH = "🔄 cut short: I restarted in the middle of it. Send /retry for a whole answer."
+RESTARTED_UNANSWERED = "🔄 I restarted before I could answer this. Send /retry and I'll answer it."
 FAILED = "⚠️ Something went wrong on my side; please try again."
 MODEL_UNAVAILABLE = "⚠️ The model {model} can't be loaded right now: {error}"
 MODEL_RELOADED = "🔄 The model was just reloaded. Please send that again."

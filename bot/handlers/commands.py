@@ -35,7 +35,12 @@ async def start(message: Message) -> None:
 
 async def help_(message: Message, settings: Settings) -> None:
     listing = "\n".join(f"/{name} — {about}" for name, about in COMMANDS.items())
-    text = texts.HELP.format(commands=listing)
+    text = texts.HELP.format(
+        commands=listing,
+        max_chars=settings.max_input_chars,
+        limit=settings.rate_limit,
+        window=settings.rate_window,
+    )
     if message.from_user.id in settings.admins:
         text += texts.ADMIN_HELP
     await message.answer(text)
@@ -51,7 +56,7 @@ async def retry(message: Message, replies: Replies) -> None:
 
 
 async def stop(message: Message, replies: Replies) -> None:
-    stopped = replies.stop(message.from_user.id)
+    stopped = replies.stop(message.from_user.id, message.chat.id)
     await message.reply(texts.STOPPING if stopped else texts.NOTHING_TO_STOP)
 
 

@@ -2,7 +2,8 @@
 
 Who the bot answers: everyone in a private chat; in groups, only a message that mentions
 the bot or replies to it (a matching filter hands the handler `text` without the mention).
-And editing a menu in place, where tapping the current value is not an error.
+And editing a menu in place, where tapping the current value is not an error, and a menu
+that is gone (deleted, too old to edit) is sent anew.
 
 Example: in a group, "@balabol_bot tell me a joke" is answered as "tell me a joke".
 """
@@ -53,11 +54,23 @@ async def unknown_command(message: Message, bot: Bot) -> bool | dict:
     return {"unknown": name}
 
 
+# what Telegram says when the menu's message cannot be edited any more
+GONE = ("message to edit not found", "message can't be edited")
+
+
 async def edit_menu(query: CallbackQuery, text: str, markup: InlineKeyboardMarkup) -> None:
-    if not isinstance(query.message, Message):  # too old: Telegram no longer shows it to us
-        return
-    try:
-        await query.message.edit_text(text, reply_markup=markup)
-    except TelegramBadRequest as e:
-        if "not modified" not in e.message:
-            raise
+    """Show the updated menu in the menu's message, or in a new one when that is gone.
+
+    The caller has answered the query already (the client's spinner is over)."""
+    if isinstance(query.message, Message):
+        try:
+            await query.message.edit_text(text, reply_markup=markup)
+            return
+        except TelegramBadRequest as e:
+            if "not modified" in e.message:
+                return
+            if not any(gone in e.message for gone in GONE):
+                raise
+    # deleted, too old, or inaccessible (Telegram sends only its chat): a fresh menu
+    chat_id = query.message.chat.id if query.message is not None else query.from_user.id
+    await query.bot.send_message(chat_id=chat_id, text=text, reply_markup=markup)

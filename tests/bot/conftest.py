@@ -50,6 +50,8 @@ def settings_for(tg: FakeTelegram, artifacts, db, **overrides):
         max_reply_tokens=16,
         temperature=0,
         edit_interval=0.05,
+        chat_interval=0.05,  # the send gate's pacing, as fast as the edits
+        group_interval=0.05,
         shutdown_grace=5,
         threads=1,
     )

@@ -180,7 +180,7 @@ async def test_stop_cancels_the_running_generation(artifacts, tmp_path, make_loa
     assert app.health.errors == []
 
 
-async def test_one_request_per_user_a_bounded_queue_and_the_position(
+async def test_one_reply_per_user_a_bounded_queue_and_the_position(
     artifacts, tmp_path, make_loader
 ):
     gate = threading.Event()
@@ -192,14 +192,88 @@ async def test_one_request_per_user_a_bounded_queue_and_the_position(
         waiting = tg.user_says(2, "I wait")
         await tg.wait_for(lambda: tg.replies_to(waiting))
         full = tg.user_says(3, "no room")
-        await tg.wait_for(lambda: tg.replies_to(full) and tg.replies_to(again))
+        await tg.wait_for(lambda: tg.replies_to(full))
         assert tg.replies_to(waiting) == [texts.IN_LINE.format(position=1)]
+        assert tg.replies_to(again) == []  # not refused: it waits for its turn
         gate.set()
         await settled(tg, app)
-    assert tg.replies_to(again) == [texts.BUSY_USER]
+        history, left = app.store.history(1), app.store.open_turns()
     assert tg.replies_to(full) == [texts.BUSY_QUEUE.format(waiting=1)]
     assert tg.replies_to(running) and tg.replies_to(waiting)[0] != texts.IN_LINE.format(position=1)
-    assert [user_texts(g)[-1] for g in loader.generations] == ["first", "I wait"]
+    (second,) = tg.replies_to(again)
+    assert [m["content"] for m in history] == [
+        "first",
+        tg.replies_to(running)[0],
+        "second, too soon",
+        second,
+    ]
+    assert [user_texts(g)[-1] for g in loader.generations] == [
+        "first",
+        "I wait",
+        "second, too soon",
+    ]
+    assert left == [] and app.health.errors == []
+
+
+async def test_messages_sent_while_answering_are_merged_into_one_turn(
+    artifacts, tmp_path, make_loader
+):
+    gate = threading.Event()
+    loader = make_loader(gate=gate)
+    async with bot_running(artifacts, tmp_path / "db", load=loader) as (tg, app):
+        first = tg.user_says(1, "Hi")
+        await tg.wait_for(lambda: loader.generations)
+        more = [tg.user_says(1, text) for text in ("I have a question.", "", "What is 2+2?")]
+        await tg.wait_for(lambda: len(app.store.open_turns()) == 4)  # stored when accepted
+        stop = tg.user_says(1, "/stop")  # commands act at once
+        await tg.wait_for(lambda: tg.replies_to(stop))
+        gate.set()
+        await settled(tg, app)
+        history, left = app.store.history(1), app.store.open_turns()
+    assert tg.replies_to(stop) == [texts.STOPPING]
+    assert tg.replies_to(first)[0].endswith(texts.STOPPED)
+    assert [user_texts(g)[-1] for g in loader.generations] == [
+        "Hi",
+        "I have a question.\nWhat is 2+2?",  # in order, one turn
+    ]
+    # one reply, to the newest message; the others are answered by it
+    assert tg.replies_to(more[0]) == tg.replies_to(more[1]) == []
+    (reply,) = tg.replies_to(more[2])
+    assert history[-2:] == [
+        {"role": "user", "content": "I have a question.\nWhat is 2+2?"},
+        {"role": "assistant", "content": reply},
+    ]
+    assert left == [] and app.health.errors == []
+
+
+async def test_a_burst_of_a_hundred_messages_is_merged_capped_and_explained(
+    artifacts, tmp_path, make_loader
+):
+    gate = threading.Event()
+    loader = make_loader(gate=gate)
+    async with bot_running(
+        artifacts, tmp_path / "db", load=loader, rate_limit=20, max_input_chars=100
+    ) as (tg, app):
+        burst = [tg.user_says(1, f"message number {i:03}") for i in range(100)]
+        await tg.wait_for(lambda: loader.generations and not tg.updates)
+        await tg.wait_for(lambda: len(app.store.open_turns()) == 20)
+        gate.set()
+        await settled(tg, app)
+        history = app.store.history(1)
+    assert [len(user_texts(g)[-1]) for g in loader.generations] == [18, 100]
+    merged = "\n".join(m["text"] for m in burst[1:20])
+    assert user_texts(loader.generations[1])[-1] == merged[:100]
+    # the 21st message is told to slow down; the rest of the burst is not answered
+    assert tg.replies_to(burst[20])[0].startswith("🐢 Slow down: at most 20 messages per 60 s")
+    assert all(tg.replies_to(m) == [] for m in burst[1:19] + burst[21:])
+    note, reply = tg.replies_to(burst[19])
+    assert note == texts.TRUNCATED.format(kept=100, total=len(merged))
+    assert [m["content"] for m in history] == [
+        "message number 000",
+        tg.replies_to(burst[0])[0],
+        merged[:100],
+        reply,
+    ]
     assert app.health.errors == []
 
 
@@ -342,6 +416,28 @@ async def test_persona_and_system_prompt_lead_every_prompt(artifacts, tmp_path, 
         {"role": "assistant", "content": "hey!"},
         {"role": "user", "content": "who are you?"},
     ]
+
+
+async def test_a_button_under_a_gone_menu_sends_the_menu_anew(artifacts, tmp_path, loader):
+    async with bot_running(artifacts, tmp_path / "db", load=loader) as (tg, app):
+        tg.user_says(1, "/settings")
+        tg.user_says(1, "/model")
+        await settled(tg, app)
+        settings_menu, model_menu = tg.bot_messages(1)
+        del tg.messages[1][settings_menu["message_id"]]  # the user deleted it
+        tg.messages[1][model_menu["message_id"]]["too_old"] = True  # can't be edited
+        deleted = tg.press(1, settings_menu, dict(buttons(settings_menu))["🌡 1"])
+        old = tg.press(1, model_menu, buttons(model_menu)[1][1])
+        await settled(tg, app)
+        menus = tg.bot_messages(1)[1:]
+    assert tg.called("answerCallbackQuery", callback_query_id=deleted)
+    assert tg.called("answerCallbackQuery", callback_query_id=old)
+    assert [m["text"].split("\n")[0] for m in menus] == [
+        texts.SETTINGS_MENU.format(temperature=1, tokens=8).split("\n")[0],
+        "Your model: " + buttons(model_menu)[1][0],
+    ]
+    assert all(m["reply_markup"] for m in menus)
+    assert app.health.errors == []
 
 
 async def test_the_least_recently_used_model_is_unloaded(artifacts, tmp_path, loader):

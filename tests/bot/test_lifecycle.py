@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
 import socket
+import sqlite3
+import subprocess
+import sys
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -71,6 +76,70 @@ async def test_sigterm_finishes_or_cuts_replies_and_keeps_history(
     assert loader.generations[0].config.max_new_tokens == 16
     stopped_by = loader.cache[(str(artifacts), "llama", "gguf-q4_k_m")].last_stats.stopped_by
     assert (stopped_by == "cancel") == cut
+    assert app.health.errors == []
+
+
+def bot_process(tg: FakeTelegram, artifacts, db, log) -> subprocess.Popen:
+    """`balabol bot` in a child process (the tiny llama, replies streamed piece by piece)."""
+    root = Path(__file__).resolve().parents[2]
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]),
+        "BALABOL_BOT_TOKEN": tg.token,
+        "BALABOL_API_BASE": tg.url,
+        "BALABOL_DB": str(db),
+        "BALABOL_ARTIFACTS": str(artifacts),
+        "BALABOL_ARTIFACT": "llama",
+        "BALABOL_FORMAT": "gguf-q4_k_m",
+        "BALABOL_FORMATS": "gguf-q4_k_m",
+        "BALABOL_MAX_NEW_TOKENS": "16",
+        "BALABOL_TEMPERATURE": "0",
+        "BALABOL_EDIT_INTERVAL": "0",
+        "BALABOL_CHAT_INTERVAL": "0",
+        "BALABOL_THREADS": "1",
+    }
+    code = "import sys; from balabol.cli import main; sys.exit(main(sys.argv[1:]))"
+    args = [sys.executable, "-c", code, "bot", "--env-file", str(db.parent / "none.env")]
+    return subprocess.Popen(args, env=env, cwd=root, stdout=log, stderr=log)
+
+
+def open_turns(db) -> int:
+    with contextlib.closing(sqlite3.connect(db)) as con:
+        return con.execute("SELECT count(*) FROM turns").fetchone()[0]
+
+
+async def test_kill_9_mid_reply_the_restarted_bot_marks_it_and_keeps_history(
+    artifacts, tmp_path, loader
+):
+    db = tmp_path / "db"
+    async with FakeTelegram() as tg:
+        with open(tmp_path / "child.log", "wb") as log:
+            child = bot_process(tg, artifacts, db, log)
+            try:
+                tg.stall("editMessageText")  # the reply's second edit never comes back
+                story = tg.user_says(1, "Tell me a long story")
+                await tg.wait_for(lambda: tg.called("editMessageText"), 60)  # half-way
+                later = tg.user_says(1, "and then?")  # accepted while the reply runs
+                await tg.wait_for(lambda: not tg.updates and open_turns(db) == 2, 20)
+            finally:
+                child.kill()  # SIGKILL: no shutdown, no finally blocks
+                child.wait()
+        tg.unstall()
+        (shown,) = tg.replies_to(story)  # what the user saw when the bot died
+        async with bot_running(artifacts, db, load=loader, tg=tg) as (_, app):
+            await settled(tg, app)
+            history = app.store.history(1)
+            left = app.store.open_turns()
+    (cut,) = tg.replies_to(story)
+    reply = cut.removesuffix("\n\n" + texts.CUT_BY_CRASH)
+    assert reply != cut and reply.startswith(shown) and reply  # at least what was shown
+    assert tg.replies_to(later) == [texts.RESTARTED_UNANSWERED]
+    assert history == [
+        {"role": "user", "content": "Tell me a long story"},
+        {"role": "assistant", "content": reply},
+        {"role": "user", "content": "and then?"},  # /retry answers it
+    ]
+    assert left == [] and not loader.generations  # nothing answered twice
     assert app.health.errors == []
 
 

@@ -3,26 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
+import math
 
 import pytest
 from aiogram import Bot
 from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.client.telegram import TelegramAPIServer
+from aiogram.methods import SendMessage
 
 from balabol.errors import ConfigError
 from bot.config import load_settings
+from bot.gate import SendGate
 from bot.middlewares.ratelimit import RateLimit
 from bot.storage import Prefs, Store
-from bot.streaming import (
-    MESSAGE_LIMIT,
-    LiveMessage,
-    Pacer,
-    RetryAfterMiddleware,
-    split_message,
-    stream,
-)
+from bot.streaming import MESSAGE_LIMIT, LiveMessage, split_message, stream
 from tests.bot.conftest import ManualClock
-from tests.fakes.telegram import TOKEN, FakeTelegram
+from tests.fakes.telegram import TOKEN, FakeTelegram, Limits
 
 # --- settings -------------------------------------------------------------------------------
 
@@ -105,22 +102,36 @@ def test_split_prefers_paragraphs_then_sentences_then_words():
     assert split_message("short") == ["short"]
 
 
-async def test_pacer_spaces_slots_per_chat():
+async def test_gate_spaces_sends_per_chat_groups_and_overall():
     clock = ManualClock()
-    pacer, slots = Pacer(0.1, clock), []
+    gate, slots = SendGate(chat_interval=0.1, group_interval=0.3, rate=20, clock=clock), []
 
     async def send(chat_id):
-        await pacer.slot(chat_id)
-        slots.append((chat_id, clock.now))
+        await gate.wait(chat_id)
+        slots.append((chat_id, round(clock.now, 3)))
 
-    await asyncio.gather(send(1), send(1), send(1), send(2))
-    assert slots == [(1, 0.0), (2, 0.0), (1, 0.1), (1, 0.2)]  # chat 2 does not wait for 1
-    clock.advance(0.15)  # 0.35: a slot after a pause is given at once
+    await asyncio.gather(send(1), send(1), send(1), send(2), send(-5), send(-5))
+    # chat 2 does not wait for chat 1, only for the global slot (1/20 s); a group waits
+    # 0.3 s between its sends; within a chat the order is kept
+    assert slots == [(1, 0.0), (2, 0.05), (1, 0.1), (-5, 0.15), (1, 0.2), (-5, 0.45)]
+    clock.advance(0.5)  # 0.95: a slot after a pause is given at once
     await send(1)
-    clock.advance(0.05)  # 0.4: too early, waits until 0.45
+    clock.advance(0.05)  # 1.0: too early, waits until 1.05
     await send(1)
-    assert slots[4:] == [(1, 0.35), (1, pytest.approx(0.45))]
-    assert clock.sleeps == pytest.approx([0.1, 0.2, 0.05])
+    assert slots[6:] == [(1, 0.95), (1, 1.05)]
+
+
+async def test_gate_keeps_a_flooded_chat_closed_and_the_others_open():
+    clock = ManualClock()
+    gate, slots = SendGate(chat_interval=0.1, rate=1000, clock=clock), []
+    gate.close(1, 5)  # Telegram said 429, retry_after 5, for chat 1
+
+    async def send(chat_id, paced=True):
+        await gate.wait(chat_id, paced=paced)
+        slots.append((chat_id, round(clock.now, 3)))
+
+    await asyncio.gather(send(1), send(1, paced=False), send(2), send(2))
+    assert slots == [(2, 0.0), (2, 0.1), (1, 5.0), (1, 5.0)]
 
 
 async def test_stream_shows_the_growing_text_at_most_once_per_interval():
@@ -133,10 +144,10 @@ async def test_stream_shows_the_growing_text_at_most_once_per_interval():
 
     async with FakeTelegram(clock=clock.time) as tg:
         user_msg = tg.user_says(1, "count")
-        bot = fake_bot(tg)
-        live = LiveMessage(bot, 1, reply_to=user_msg["message_id"], pacer=Pacer(0.05, clock))
+        bot = fake_bot(tg, clock, interval=0.05)
+        live = LiveMessage(bot, 1, reply_to=user_msg["message_id"])
         said = []
-        await stream(live, pieces(), interval=0.05, said=said)
+        await stream(live, pieces(), interval=0.05, said=said, clock=clock)
         await live.show("".join(said))  # the last words, as soon as the pacer allows
         await bot.session.close()
     shown = [(c.method, c.params["text"], round(c.at, 2)) for c in tg.calls if "text" in c.params]
@@ -175,9 +186,11 @@ async def test_rate_limit_warns_once_per_burst():
 # --- delivery against the fake server ------------------------------------------------------
 
 
-def fake_bot(tg: FakeTelegram, clock: ManualClock | None = None) -> Bot:
+def fake_bot(tg: FakeTelegram, clock: ManualClock | None = None, interval: float = 0.0) -> Bot:
+    """A Bot on the fake server whose gate paces only by `interval` (no global limit)."""
     session = AiohttpSession(api=TelegramAPIServer.from_base(tg.url))
-    session.middleware(RetryAfterMiddleware(clock))
+    gate = SendGate(chat_interval=interval, group_interval=interval, rate=math.inf, clock=clock)
+    session.middleware(gate)
     return Bot(tg.token, session=session)
 
 
@@ -185,7 +198,11 @@ async def test_long_reply_continues_in_new_messages():
     async with FakeTelegram() as tg:
         user_msg = tg.user_says(1, "tell me everything")
         bot = fake_bot(tg)
-        live = LiveMessage(bot, 1, reply_to=user_msg["message_id"], pacer=Pacer(0))
+        live = LiveMessage(
+            bot,
+            1,
+            reply_to=user_msg["message_id"],
+        )
         text = "\n\n".join(f"Paragraph {i}. " + ("blah " * 150).strip() for i in range(12))
         await live.show(text[:3000])
         await live.show(text)
@@ -204,7 +221,11 @@ async def test_flood_control_waits_retry_after_and_delivers():
         user_msg = tg.user_says(1, "hi")
         clock = ManualClock()
         bot = fake_bot(tg, clock)
-        live = LiveMessage(bot, 1, reply_to=user_msg["message_id"], pacer=Pacer(0))
+        live = LiveMessage(
+            bot,
+            1,
+            reply_to=user_msg["message_id"],
+        )
         tg.flood(2, retry_after=3)
         await live.show("hello")
         await live.show("hello there")
@@ -217,3 +238,23 @@ async def test_flood_control_waits_retry_after_and_delivers():
             ("sendMessage", 200),
             ("editMessageText", 200),
         ]
+
+
+async def test_the_gate_keeps_to_telegrams_limits():
+    # the gate's departures, checked by the fake server's accounting of Telegram's limits
+    # (no HTTP in between: a virtual clock runs ahead of requests in flight)
+    clock, tg, sent = ManualClock(), FakeTelegram(limits=Limits()), []
+    gate = SendGate(clock=clock)  # Telegram's pacing: 1 s per chat, 3 s per group, 30/s
+
+    async def make_request(bot, method):
+        sent.append((method.chat_id, clock.now, tg._over_limits(method.chat_id, clock.now)))
+
+    chats = [1, 1, 1, -5, -5, *range(100, 140)]
+    await asyncio.gather(
+        *(gate(make_request, None, SendMessage(chat_id=c, text="hello")) for c in chats)
+    )
+    assert [over for _, _, over in sent] == [0] * len(chats)  # Telegram would not say 429
+    at = {chat: [t for c, t, _ in sent if c == chat] for chat in (1, -5)}
+    gaps = {chat: [b - a for a, b in itertools.pairwise(times)] for chat, times in at.items()}
+    assert min(gaps[1]) >= 1 and min(gaps[-5]) >= 3 and len(at[1]) == 3
+    assert clock.now < 4  # nobody waited longer than the limits ask

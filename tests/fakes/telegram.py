@@ -6,9 +6,13 @@ polling over a queue of injected updates), sendMessage, editMessageText, sendCha
 setMyCommands, answerCallbackQuery, deleteWebhook, setWebhook, deleteMessage. It keeps the
 chats' messages, so tests read what a user would see, records every call, and enforces
 Telegram's rules that matter here (4096-character messages, "message is not modified",
-a wrong token is 401). `flood(n, retry_after)` answers the next n sends/edits with 429;
-a chat in `blocked` answers 403, as when a user blocks the bot. Each call is stamped
-with `clock` (pacing tests pass the bot's manual clock, so gaps are exact).
+a wrong token is 401). `flood(n, retry_after, chat_id=...)` answers the next n
+sends/edits (into that chat) with 429, and `inside_windows()` lists the calls that
+ignored a retry_after; `limits=Limits()` answers 429 as Telegram does past ~1 message a
+second per chat, 20 a minute per group, 30 a second overall; `stall(method)` holds such
+calls until `unstall()` (a process killed mid-reply). A chat in `blocked` answers 403, as
+when a user blocks the bot. Each call is stamped with `clock` (pacing tests pass the
+bot's manual clock, so gaps are exact).
 
 Example:
     tg = FakeTelegram(); await tg.start()
@@ -21,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -57,6 +62,16 @@ class Call:
     params: dict
     at: float  # when the server received it, on the server's clock
     status: int = 200
+    result: object = None  # what it answered, when ok
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Telegram's send limits (https://core.telegram.org/bots/faq), enforced with 429."""
+
+    chat_interval: float = 1.0  # seconds between sends into one private chat
+    group_per_minute: int = 20
+    per_second: int = 30  # all chats together
 
 
 class BadRequest(Exception):
@@ -72,8 +87,12 @@ class FakeTelegram:
         *,
         me: dict | None = None,
         clock: Callable[[], float] = time.monotonic,
+        limits: Limits | None = None,
     ):
-        self.token, self.me, self.clock = token, dict(me or BOT_USER), clock
+        self.token, self.me, self.clock, self.limits = token, dict(me or BOT_USER), clock, limits
+        self.windows: dict[int, list[tuple[float, float]]] = {}  # chat -> 429 windows
+        self._sends: dict[int | None, list[float]] = {}  # chat (None: all) -> send times
+        self._stalled: dict[str, asyncio.Event] = {}
         self.calls: list[Call] = []
         self.updates: list[dict] = []  # not yet confirmed by a getUpdates offset
         self.chats: dict[int, dict] = {}
@@ -85,7 +104,7 @@ class FakeTelegram:
         self._ids = itertools.count(1)
         self._message_ids = itertools.count(1)
         self._callback_ids = itertools.count(1)
-        self._flood = {"left": 0, "retry_after": 1, "methods": FLOODABLE}
+        self._flood = {"left": 0, "retry_after": 1, "methods": FLOODABLE, "chat_id": None}
         self._wakeup = asyncio.Condition()
         self._closing = False
         self._runner: web.AppRunner | None = None
@@ -125,11 +144,19 @@ class FakeTelegram:
         if request.match_info["token"] != self.token:
             call.status = 401
             return _error(401, "Unauthorized")
-        if self._flood["left"] > 0 and method in self._flood["methods"]:
-            self._flood["left"] -= 1
-            call.status = 429
-            after = self._flood["retry_after"]
-            return _error(429, f"Too Many Requests: retry after {after}", retry_after=after)
+        if method in self._stalled:  # held, then lost: its sender is gone by then
+            await self._stalled[method].wait()
+            call.status = 502
+            return _error(502, "Bad Gateway")
+        chat = params.get("chat_id")
+        flood = self._flood
+        if flood["left"] > 0 and method in flood["methods"] and flood["chat_id"] in (None, chat):
+            flood["left"] -= 1
+            return self._too_many(call, chat, flood["retry_after"])
+        if self.limits is not None and method in FLOODABLE:
+            after = self._over_limits(chat, call.at)
+            if after:
+                return self._too_many(call, chat, after)
         if params.get("chat_id") in self.blocked:
             call.status = 403
             return _error(403, "Forbidden: bot was blocked by the user")
@@ -147,7 +174,30 @@ class FakeTelegram:
         except TypeError as e:  # a required parameter is missing
             call.status = 400
             return _error(400, f"Bad Request: {e}")
+        call.result = result
         return web.json_response({"ok": True, "result": result})
+
+    def _too_many(self, call: Call, chat, after: int) -> web.Response:
+        call.status = 429
+        self.windows.setdefault(chat, []).append((call.at, call.at + after))
+        return _error(429, f"Too Many Requests: retry after {after}", retry_after=after)
+
+    def _over_limits(self, chat, now: float) -> int:
+        """0 when a send into `chat` at `now` is within the limits (and counts it), else
+        the retry_after Telegram would give."""
+        lim = self.limits
+        group = isinstance(chat, str) or (isinstance(chat, int) and chat < 0)
+        span, most = (60.0, lim.group_per_minute) if group else (lim.chat_interval, 1)
+        checks = [(chat, span, most), (None, 1.0, lim.per_second)]
+        for key, window, allowed in checks:
+            # (a microsecond's slack: sums of 1/30 s land a hair short of a whole second)
+            recent = [t for t in self._sends.get(key, []) if t > now - window + 1e-6]
+            self._sends[key] = recent
+            if len(recent) >= allowed:
+                return max(1, math.ceil(recent[0] + window - now))
+        for key, _, _ in checks:
+            self._sends[key].append(now)
+        return 0
 
     @staticmethod
     async def _params(request: web.Request) -> dict:
@@ -210,8 +260,10 @@ class FakeTelegram:
     def _editMessageText(self, chat_id, message_id, text=None, reply_markup=None, **_):
         self._check_text(text)
         msg = self.messages.get(self._chat(chat_id)["id"], {}).get(message_id)
-        if msg is None or msg["from"]["id"] != self.me["id"]:
+        if msg is None:
             raise BadRequest("Bad Request: message to edit not found")
+        if msg["from"]["id"] != self.me["id"] or msg.get("too_old"):
+            raise BadRequest("Bad Request: message can't be edited")
         if msg["text"] == text and msg.get("reply_markup") == reply_markup:
             raise BadRequest(
                 "Bad Request: message is not modified: specified new message content and "
@@ -353,11 +405,37 @@ class FakeTelegram:
         async with self._wakeup:
             self._wakeup.notify_all()
 
-    def flood(self, n: int, retry_after: int = 1, methods=FLOODABLE) -> None:
-        """Answer the next n calls of `methods` with 429 Too Many Requests."""
-        self._flood = {"left": n, "retry_after": retry_after, "methods": set(methods)}
+    def flood(
+        self, n: int, retry_after: int = 1, methods=FLOODABLE, *, chat_id: int | None = None
+    ) -> None:
+        """Answer the next n calls of `methods` (into `chat_id`: any chat when None) with
+        429 Too Many Requests."""
+        self._flood = {
+            "left": n,
+            "retry_after": retry_after,
+            "methods": set(methods),
+            "chat_id": chat_id,
+        }
+
+    def stall(self, method: str) -> None:
+        """Hold every `method` call unanswered until unstall(); then it fails, unapplied."""
+        self._stalled[method] = asyncio.Event()
+
+    def unstall(self) -> None:
+        for event in self._stalled.values():
+            event.set()
+        self._stalled.clear()
 
     # --- observing -------------------------------------------------------------------------
+    def inside_windows(self) -> list[Call]:
+        """Calls into a chat while a 429's retry_after for that chat was still running."""
+        return [
+            c
+            for c in self.calls
+            for start, end in self.windows.get(c.params.get("chat_id"), [])
+            if start < c.at < end
+        ]
+
     def called(self, method: str, **match) -> list[Call]:
         return [
             c
