@@ -13,7 +13,7 @@ import shutil
 from datetime import datetime, timezone
 from pathlib import Path
 
-ORDER = ("torch", "onnx", "onnx-int8", "gguf-f16", "gguf-q8_0", "gguf-q4_k_m")
+ORDER = ("torch", "onnx", "onnx-int8", "gguf-f16", "gguf-q8_0", "gguf-q4_k_m", "gguf-q4_0")
 PEER = {"torch": "transformers", "onnx": "optimum", "onnx-int8": "optimum"}
 
 

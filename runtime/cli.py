@@ -17,7 +17,10 @@ from cyclopts import Parameter
 from balabol.settings import DEFAULT_ARTIFACT
 from runtime.base import GenerationConfig
 
-FORMAT_HELP = "torch, onnx, onnx-int8, gguf-f16, gguf-q8_0, gguf-q4_k_m, gguf (best gguf) or auto"
+FORMAT_HELP = (
+    "torch, onnx, onnx-int8, gguf-f16, gguf-q8_0, gguf-q4_k_m, gguf-q4_0, "
+    "gguf (fastest passed gguf) or auto (fastest passed)"
+)
 
 Artifact = Annotated[str, Parameter(help="artifact name under the artifacts directory")]
 Format = Annotated[str, Parameter(help=FORMAT_HELP)]
