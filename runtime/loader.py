@@ -2,8 +2,9 @@
 
 `auto` picks the fastest format that passed its parity gate and fits in free memory, by the
 decode speed the export measured for each file (an older manifest without speeds: by the
-fixed SPEED_ORDER); `gguf` picks the fastest passed GGUF file the same way. Files are checked against the manifest's sizes
-(and, with verify=True, sha256) before native code touches them.
+fixed SPEED_ORDER); `gguf` picks the fastest passed GGUF file the same way. Files are
+checked against the manifest's sizes (and, with verify=True, sha256) before native code
+touches them.
 
 `open_file` opens one file (or directory) of a given format without a manifest: the parity
 gate checks each file with it while the export is still being built, and `balabol eval`
