@@ -10,8 +10,10 @@ Why q4_0 and not IQ4_NL too: both are 32-wide blocks that llama.cpp repacks at l
 for AVX2/ARM, so unlike q4_k_m every SmolLM2 weight gets them. Measured on SmolLM2-135M
 (2 cores, llama-cpp-python 0.3.36, the gate's 512 held-out tokens): q4_0 ~171 tok/s,
 perplexity ×1.189 of fp32; IQ4_NL ~166 tok/s, ×1.170, 0.3 MB bigger; q4_k_m ~124 tok/s,
-×1.076. IQ4_NL is slower than q4_0 and fails the same ×1.10 bar, so it adds no choice the
-gate would let `auto` make; it is left out.
+×1.076. So on SmolLM2-135M q4_0 misses q4_k_m's ×1.10 bar too: it is kept, marked failed,
+and `auto` never serves it; it earns its place on models whose weights take 4 bits better.
+IQ4_NL is slower than q4_0 and misses the same bar, so it adds no choice the gate would
+let `auto` make; it is left out.
 
 Example: `balabol export` writes artifacts/<name>/gguf/model-{f16,q8_0,q4_k_m,q4_0}.gguf.
 """
