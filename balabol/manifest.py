@@ -29,6 +29,7 @@ FORMATS: dict[str, tuple[str, str]] = {
     "gguf-f16": ("f16", "gguf/model-f16.gguf"),
     "gguf-q8_0": ("q8_0", "gguf/model-q8_0.gguf"),
     "gguf-q4_k_m": ("q4_k_m", "gguf/model-q4_k_m.gguf"),
+    "gguf-q4_0": ("q4_0", "gguf/model-q4_0.gguf"),
 }
 STATUSES = ("passed", "failed", "skipped")
 
@@ -50,6 +51,10 @@ class Artifact:
     parity: dict[str, Any] = field(default_factory=dict)
     details: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
+    # greedy decode speed measured at export on the exporting machine (export/parity.py
+    # `decode_speed`); `--format auto` takes the fastest passed file by it. None: not measured
+    # (a failed file, or an export older than the measurement)
+    decode_tokens_per_s: float | None = None
 
     def __post_init__(self):
         check_format(self.format)

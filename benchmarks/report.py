@@ -14,7 +14,7 @@ from pathlib import Path
 
 from balabol.settings import cpu_threads
 
-ORDER = ("torch", "onnx", "onnx-int8", "gguf-f16", "gguf-q8_0", "gguf-q4_k_m")
+ORDER = ("torch", "onnx", "onnx-int8", "gguf-f16", "gguf-q8_0", "gguf-q4_k_m", "gguf-q4_0")
 PEER = {"torch": "transformers", "onnx": "optimum", "onnx-int8": "optimum"}
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 from balabol.errors import ArtifactError, BalabolError
 from balabol.manifest import Manifest
 from balabol.settings import DEFAULT_ARTIFACT
-from runtime.loader import ALIASES, BACKENDS, SPEED_ORDER
+from runtime.loader import ALIASES, BACKENDS, SPEED_ORDER, ranked
 from runtime.loader import parallel as resolve_parallel
 from runtime.scheduler import Scheduler
 
@@ -36,6 +36,7 @@ class Choice:
     format: str
     bytes: int
     sha256: str
+    decode_tokens_per_s: float | None = None  # measured at export; the default's ranking
 
     @property
     def key(self) -> str:
@@ -69,8 +70,8 @@ def installed(fmt: str) -> bool:
 
 
 def scan(root: Path, formats: list[str] | None = None) -> list[Choice]:
-    """Every passed, installed (artifact, format) under root: by artifact name, then
-    fastest format first (the runtime's measured order)."""
+    """Every passed, installed (artifact, format) under root: by artifact name, then in the
+    runtime's fixed SPEED_ORDER (a stable menu; the default is ranked by measured speed)."""
     out = []
     for path in sorted(Path(root).glob("*/manifest.json")):
         try:
@@ -80,7 +81,9 @@ def scan(root: Path, formats: list[str] | None = None) -> list[Choice]:
             continue
         for a in manifest.usable():
             if (not formats or a.format in formats) and installed(a.format):
-                out.append(Choice(path.parent.name, a.format, a.bytes, a.sha256))
+                out.append(
+                    Choice(path.parent.name, a.format, a.bytes, a.sha256, a.decode_tokens_per_s)
+                )
     return sorted(out, key=lambda c: (c.artifact, SPEED_ORDER.index(c.format)))
 
 
@@ -136,12 +139,14 @@ class ModelPool:
         return found
 
     def find(self, artifact: str | None, fmt: str | None) -> Choice | None:
-        mine = [c for c in self.choices if c.artifact == artifact]
-        for f in ALIASES.get(fmt or "auto", (fmt,)):
-            for c in mine:
-                if c.format == f:
-                    return c
-        return None
+        """The artifact's choice for a format, or for an alias (auto, gguf) the fastest one
+        as `--format` picks it (runtime.loader `ranked`: by the speed measured at export)."""
+        mine = {c.format: c for c in self.choices if c.artifact == artifact}
+        fmt = fmt or "auto"
+        if fmt not in ALIASES:
+            return mine.get(fmt)
+        best = ranked({f: c.decode_tokens_per_s for f, c in mine.items()}, fmt)
+        return mine[best[0]] if best else None
 
     def by_key(self, key: str) -> Choice | None:
         return next((c for c in self.choices if c.key == key), None)

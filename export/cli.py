@@ -45,7 +45,7 @@ def export(
         Parameter(help="show everything the libraries print (optimum, onnxruntime, llama.cpp)"),
     ] = False,
 ) -> int:
-    """Merge, export to ONNX fp32/int8 and GGUF f16/q8_0/q4_k_m, check each against torch."""
+    """Merge, export to ONNX fp32/int8 and GGUF f16/q8_0/q4_k_m/q4_0, check each against torch."""
     from balabol.manifest import Manifest
     from balabol.quiet import verbosity
     from export.pipeline import run

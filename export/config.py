@@ -18,6 +18,13 @@ from balabol.errors import ExportError
 from balabol.manifest import FORMATS
 from balabol.settings import artifacts_dir
 
+# gguf-q4_0 decodes ~1.4x faster than q4_k_m on SmolLM2-135M but misses the shared 4-bit bar
+# there (held-out perplexity x1.189 of fp32 against x1.10): exported when asked for
+# (`--formats ... gguf-q4_0`), not by default, so `make export` stays green; a model it
+# suits passes the gate and `auto` then serves it by its measured speed.
+OPT_IN_FORMATS = ("gguf-q4_0",)
+DEFAULT_FORMATS = tuple(f for f in FORMATS if f not in OPT_IN_FORMATS)
+
 
 @dataclass(frozen=True)
 class ExportConfig:
@@ -29,8 +36,8 @@ class ExportConfig:
     """artifact name (default: the base's or the adapter's name)"""
     out_dir: Path = field(default_factory=artifacts_dir)
     """where artifacts go (default: ./artifacts or $BALABOL_ARTIFACTS)"""
-    formats: tuple[str, ...] = tuple(FORMATS)
-    """only these formats (default: all)"""
+    formats: tuple[str, ...] = DEFAULT_FORMATS
+    """only these formats (default: all but gguf-q4_0, which is asked for by name)"""
     force: bool = False
     """replace an existing artifact of the same name"""
     # format -> export/parity.py's Gate; None: its DEFAULT_GATES. Typed and defaulted loosely

@@ -25,7 +25,7 @@ from balabol.architectures import ARCHITECTURES
 from balabol.errors import BalabolError, ExportError, require
 from balabol.manifest import Manifest
 from export import merge
-from export.parity import Reference, judge, measure, open_backend
+from export.parity import Reference, decode_speed, judge, measure, open_backend
 from export.steps import Step, manifest_of
 
 ARCH = ARCHITECTURES["lstm"]
@@ -131,8 +131,11 @@ def build(cfg, name: str, base: Path, spec, tmp: Path, log) -> Manifest:
     n_ctx = max(ctx, 1024)  # bounds only the reference's greedy decoding
     reference = open_backend(hf, "torch", hf=hf, context_length=n_ctx, architecture=ARCH.name)
     ref = Reference.build(reference, tokenizer)
+    torch_speed = decode_speed(reference, ref)
     reference.close()
-    steps["torch"] = Step("torch", "passed", time.perf_counter() - t, {"ppl": round(ref.ppl, 4)})
+    steps["torch"] = Step(
+        "torch", "passed", time.perf_counter() - t, {"ppl": round(ref.ppl, 4)}, speed=torch_speed
+    )
     log(f"[hf] done: perplexity {ref.ppl:.2f} on the held-out text")
 
     def attempt(fmt: str, make) -> None:
@@ -143,17 +146,18 @@ def build(cfg, name: str, base: Path, spec, tmp: Path, log) -> Manifest:
             lm = open_backend(path.parent, fmt, hf=hf, context_length=n_ctx, architecture=ARCH.name)
             try:
                 numbers = measure(lm, ref)
+                why = judge(numbers, cfg.gates[fmt])
+                speed = None if why else decode_speed(lm, ref)  # what `auto` ranks by
             finally:
                 lm.close()
         except BalabolError as e:
             steps[fmt] = Step(fmt, "failed", time.perf_counter() - t0, {"failed": [str(e)]})
             log(f"[{fmt}] FAILED: {e}")
             return
-        why = judge(numbers, cfg.gates[fmt])
         if why:
             numbers["failed"] = why
         status = "failed" if why else "passed"
-        steps[fmt] = Step(fmt, status, time.perf_counter() - t0, numbers)
+        steps[fmt] = Step(fmt, status, time.perf_counter() - t0, numbers, speed=speed)
         log(f"[{fmt}] {status}: " + ", ".join(f"{k}={v}" for k, v in numbers.items()))
 
     # 2. ONNX fp32 with state, then int8 from it

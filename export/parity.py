@@ -11,6 +11,9 @@ Three measurements on fixed inputs (all fed the *same* token ids, from the HF to
   positions where the candidate's argmax is the same token;
 - perplexity on a fixed held-out text (balabol/texts/heldout_en.txt), as a ratio to torch.
 
+A file that passes also gets its decode speed (`decode_speed`): the runtime's `--format auto`
+picks the fastest passed file by it.
+
 Example: `balabol export` runs this for each format and prints the summary table.
 """
 
@@ -58,7 +61,10 @@ DEFAULT_GATES: dict[str, Gate] = {
     "gguf-f16": Gate(min_greedy_agreement=0.9, max_ppl_ratio=1.02),
     "gguf-q8_0": Gate(min_greedy_agreement=0.9, max_ppl_ratio=1.02),
     "gguf-q4_k_m": Gate(max_ppl_ratio=1.10),
+    "gguf-q4_0": Gate(max_ppl_ratio=1.10),
 }
+SPEED_TOKENS = 32  # greedy tokens timed after the first prompt of PROMPTS
+SPEED_REPEATS = 2  # best of: a neighbour's burst of CPU costs one run, not the number
 
 
 def open_backend(
@@ -119,6 +125,18 @@ def measure(candidate, ref: Reference) -> dict[str, float]:
         "ppl_ratio": round(ppl / ref.ppl, 4),
         "ppl_fp32": round(ref.ppl, 4),
     }
+
+
+def decode_speed(candidate, ref: Reference) -> float:
+    """Greedy decode tokens/s of a backend, as served (the runtime's decode loop and thread
+    count), after the first parity prompt: the best of SPEED_REPEATS runs of SPEED_TOKENS,
+    prefill excluded (runtime/decoding.py `Stats.tokens_per_second`)."""
+    prompt = ref.sequences[0][: ref.prompt_lens[0]]
+    best = 0.0
+    for _ in range(SPEED_REPEATS):
+        candidate.greedy(prompt, SPEED_TOKENS, stop_at_eos=False)
+        best = max(best, candidate.last_stats.tokens_per_second)
+    return round(best, 1)
 
 
 def judge(numbers: dict[str, float], gate: Gate) -> list[str]:

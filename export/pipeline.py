@@ -23,10 +23,11 @@ from balabol.manifest import FORMATS, Manifest
 from balabol.prompt import encode_text
 from export import gguf, int8, lstm, merge, onnx
 from export.config import ExportConfig
-from export.parity import Reference, judge, measure, open_backend
+from export.parity import Reference, decode_speed, judge, measure, open_backend
 from export.steps import Step, manifest_of
 
-GGUF_FORMATS = ("gguf-f16", "gguf-q8_0", "gguf-q4_k_m")
+GGUF_FORMATS = ("gguf-f16", "gguf-q8_0", "gguf-q4_k_m", "gguf-q4_0")
+GGUF_QUANTIZED = GGUF_FORMATS[1:]  # quantized from the f16 file
 
 
 def run(cfg: ExportConfig, log: Callable[[str], None] = print) -> Manifest:
@@ -84,9 +85,12 @@ def _build(cfg, name, base, spec, tmp: Path, log) -> Manifest:
     # the runtime's torch backend is the reference (its context only bounds greedy decoding)
     reference = open_backend(hf, "torch", hf=hf, context_length=max(ctx, 1024))
     ref = Reference.build(reference, tokenizer, max_text_tokens=min(512, ctx - 1))
+    torch_speed = decode_speed(reference, ref)
     reference.close()
-    steps["torch"] = Step("torch", "passed", time.perf_counter() - t, {"ppl": round(ref.ppl, 4)})
-    log(f"[hf] done: perplexity {ref.ppl:.2f} on the held-out text")
+    steps["torch"] = Step(
+        "torch", "passed", time.perf_counter() - t, {"ppl": round(ref.ppl, 4)}, speed=torch_speed
+    )
+    log(f"[hf] done: perplexity {ref.ppl:.2f} on the held-out text, {torch_speed} tokens/s")
 
     # the parity inputs must fit even when the model was trained on a shorter context
     # (a scratch model with --max-length 64): positions past it are computed, as torch does
@@ -100,14 +104,20 @@ def _build(cfg, name, base, spec, tmp: Path, log) -> Manifest:
         lm = candidate(path, fmt)
         try:
             numbers = measure(lm, ref)
+            why = judge(numbers, cfg.gates[fmt])
+            # only a file `auto` may serve needs a speed; timed before the step's clock stops
+            speed = None if why else decode_speed(lm, ref)
         finally:
             lm.close()
-        why = judge(numbers, cfg.gates[fmt])
         if why:
             numbers["failed"] = why
         status = "failed" if why else "passed"
-        steps[fmt] = Step(fmt, status, time.perf_counter() - t0, numbers, details or {})
-        log(f"[{fmt}] {status}: " + ", ".join(f"{k}={v}" for k, v in numbers.items()))
+        steps[fmt] = Step(fmt, status, time.perf_counter() - t0, numbers, details or {}, speed)
+        log(
+            f"[{fmt}] {status}: "
+            + ", ".join(f"{k}={v}" for k, v in numbers.items())
+            + (f", {speed} tokens/s" if speed is not None else "")
+        )
 
     def attempt(fmt: str, build: Callable[[float], None]) -> None:
         t0 = time.perf_counter()
@@ -155,18 +165,20 @@ def _build(cfg, name, base, spec, tmp: Path, log) -> Manifest:
 
         def build_f16(t0):
             gguf.convert_f16(hf, f16)
-            check("gguf-f16", f16, t0)
+            types, _ = gguf.tensor_types(f16)
+            check("gguf-f16", f16, t0, {"tensor_types": types})
 
         attempt("gguf-f16", build_f16)
-        for fmt in ("gguf-q8_0", "gguf-q4_k_m"):
+        for fmt in GGUF_QUANTIZED:
             if fmt not in cfg.formats or not f16.is_file():
                 continue
             dst = tmp / FORMATS[fmt][1]
 
             def build_q(t0, fmt=fmt, dst=dst):
-                if fell_back := gguf.quantize(f16, dst, FORMATS[fmt][0]):
+                types, fell_back = gguf.quantize(f16, dst, FORMATS[fmt][0])
+                if fell_back:
                     log(f"[{fmt}] {fell_back}")
-                check(fmt, dst, t0)
+                check(fmt, dst, t0, {"tensor_types": types})
 
             attempt(fmt, build_q)
         if "gguf-f16" not in cfg.formats:
@@ -190,7 +202,7 @@ def _size(n: int) -> str:
 
 
 def summary(manifest: Manifest, seconds: float, out: Path) -> str:
-    rows = [("artifact", "size", "status", "parity", "time")]
+    rows = [("artifact", "size", "status", "parity", "tokens/s", "time")]
     for a in manifest.artifacts:
         p = a.parity
         if a.status == "skipped":
@@ -201,7 +213,8 @@ def summary(manifest: Manifest, seconds: float, out: Path) -> str:
                 parity += f", Δlogits {p['max_abs_logit_diff']:.1e}"
         else:
             parity = f"ppl {p['ppl']:.2f}" if "ppl" in p else "; ".join(p.get("failed", []))[:60]
-        rows.append((a.format, _size(a.bytes), a.status, parity, f"{a.seconds:.0f} s"))
+        speed = "-" if a.decode_tokens_per_s is None else f"{a.decode_tokens_per_s:.0f}"
+        rows.append((a.format, _size(a.bytes), a.status, parity, speed, f"{a.seconds:.0f} s"))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))

@@ -24,6 +24,7 @@ class Step:
     seconds: float
     parity: dict = field(default_factory=dict)
     details: dict = field(default_factory=dict)
+    speed: float | None = None  # decode tokens/s, measured once the file passed its gate
 
 
 def manifest_of(cfg, name, architecture, steps: dict[str, Step], tmp, tokenizer, ctx) -> Manifest:
@@ -36,7 +37,18 @@ def manifest_of(cfg, name, architecture, steps: dict[str, Step], tmp, tokenizer,
         path = tmp / rel
         size, sha = digest(path) if path.exists() else (0, "")
         artifacts.append(
-            Artifact(fmt, quant, rel, size, sha, s.status, s.parity, s.details, round(s.seconds, 2))
+            Artifact(
+                fmt,
+                quant,
+                rel,
+                size,
+                sha,
+                s.status,
+                s.parity,
+                s.details,
+                round(s.seconds, 2),
+                decode_tokens_per_s=s.speed,
+            )
         )
     return Manifest(
         name=name,

@@ -18,8 +18,8 @@ from balabol.settings import DEFAULT_ARTIFACT
 from runtime.base import SHORT_REPLY_TOKENS, GenerationConfig
 
 FORMAT_HELP = (
-    "torch, onnx, onnx-int8, gguf-f16, gguf-q8_0, gguf-q4_k_m, gguf (best gguf), auto, or remote "
-    "(an OpenAI-compatible server at $BALABOL_REMOTE_URL)"
+    "torch, onnx, onnx-int8, gguf-f16, gguf-q8_0, gguf-q4_k_m, gguf-q4_0, gguf (fastest passed "
+    "gguf), auto (fastest passed), or remote (an OpenAI-compatible server at $BALABOL_REMOTE_URL)"
 )
 
 Artifact = Annotated[str, Parameter(help="artifact name under the artifacts directory")]

@@ -1,8 +1,10 @@
 """Load a backend for an artifact by name and format, through its manifest only.
 
-`auto` picks the fastest format that passed its parity gate and fits in free memory;
-`gguf` picks the family's best passed file. Files are checked against the manifest's sizes
-(and, with verify=True, sha256) before native code touches them.
+`auto` picks the fastest format that passed its parity gate and fits in free memory, by the
+decode speed the export measured for each file (an older manifest without speeds: by the
+fixed SPEED_ORDER); `gguf` picks the fastest passed GGUF file the same way. Files are
+checked against the manifest's sizes (and, with verify=True, sha256) before native code
+touches them.
 
 `open_file` opens one file (or directory) of a given format without a manifest: the parity
 gate checks each file with it while the export is still being built, and `balabol eval`
@@ -77,10 +79,20 @@ BACKENDS: dict[str, Reader] = {
     "gguf-f16": Reader("llama_cpp", _gguf),
     "gguf-q8_0": Reader("llama_cpp", _gguf),
     "gguf-q4_k_m": Reader("llama_cpp", _gguf),
+    "gguf-q4_0": Reader("llama_cpp", _gguf),
 }
-# fastest first (measured on 2 cores, see benchmarks/); `auto` takes the first that fits
-SPEED_ORDER = ("gguf-q4_k_m", "gguf-q8_0", "onnx-int8", "gguf-f16", "onnx", "torch")
-ALIASES = {"gguf": ("gguf-q4_k_m", "gguf-q8_0", "gguf-f16"), "auto": SPEED_ORDER}
+# fastest first (measured on 2 cores, see benchmarks/): the order `ranked` falls back to for
+# files whose manifest entry has no measured speed (exports older than the measurement)
+SPEED_ORDER = (
+    "gguf-q4_0",
+    "gguf-q4_k_m",
+    "gguf-q8_0",
+    "onnx-int8",
+    "gguf-f16",
+    "onnx",
+    "torch",
+)
+ALIASES = {"gguf": tuple(f for f in SPEED_ORDER if f.startswith("gguf-")), "auto": SPEED_ORDER}
 MAX_CONTEXT = 2048
 REMOTE = "remote"  # an OpenAI-compatible server, not a file: `load` handles it first
 PARALLEL_ENV = "BALABOL_PARALLEL"
@@ -118,14 +130,23 @@ def artifact_dir(artifact: str, root: Path | None = None) -> Path:
     return path
 
 
+def ranked(speeds: dict[str, float | None], alias: str) -> list[str]:
+    """The formats `alias` may take among `speeds` (passed format -> decode tokens/s the
+    export measured, None when it has none), best first: measured ones fastest first, then
+    unmeasured ones in SPEED_ORDER. The bot's default ranks its choices with it too."""
+    family = [f for f in ALIASES[alias] if f in speeds]
+    measured = sorted((f for f in family if speeds[f]), key=lambda f: -speeds[f])
+    return measured + [f for f in family if not speeds[f]]
+
+
 def choose(manifest: Manifest, fmt: str) -> Artifact:
     """The manifest entry for a format name or alias (auto, gguf)."""
     if fmt in ALIASES:
         free = available_memory()
-        for f in ALIASES[fmt]:
-            a = next((a for a in manifest.artifacts if a.format == f), None)
-            if a is not None and a.status == "passed" and a.bytes * 1.3 < free:
-                return a
+        passed = {a.format: a for a in manifest.usable()}
+        for f in ranked({f: a.decode_tokens_per_s for f, a in passed.items()}, fmt):
+            if passed[f].bytes * 1.3 < free:
+                return passed[f]
         raise ArtifactError(
             f"artifact {manifest.name!r} has no passed format for {fmt!r} that fits in "
             f"{free / 2**30:.1f} GiB free memory; formats: "

@@ -198,6 +198,7 @@ def _tiny_gates():
         "gguf-f16": Gate(min_greedy_agreement=0.9, max_ppl_ratio=1.02),
         "gguf-q8_0": Gate(min_greedy_agreement=0.8, max_ppl_ratio=1.05),
         "gguf-q4_k_m": Gate(max_ppl_ratio=2.0),
+        "gguf-q4_0": Gate(max_ppl_ratio=2.0),
     }
 
 
@@ -205,8 +206,10 @@ TINY_GATES = _tiny_gates()
 
 
 def export_tiny(base: Path, out: Path, name: str, **kwargs):
+    from balabol.manifest import FORMATS
     from export.pipeline import ExportConfig, run
 
+    kwargs.setdefault("formats", tuple(FORMATS))  # the opt-in gguf-q4_0 too
     return run(
         ExportConfig(base=str(base), name=name, out_dir=out, gates=TINY_GATES, **kwargs),
         log=lambda _: None,

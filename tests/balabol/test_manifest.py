@@ -80,7 +80,7 @@ def test_unknown_format_and_status_list_what_exists():
         check_format("gguf-q2")
     assert str(e.value) == (
         "unknown format 'gguf-q2'; known formats: "
-        "torch, onnx, onnx-int8, gguf-f16, gguf-q8_0, gguf-q4_k_m"
+        "torch, onnx, onnx-int8, gguf-f16, gguf-q8_0, gguf-q4_k_m, gguf-q4_0"
     )
     with pytest.raises(ArtifactError, match=r"status 'ok' is not one of \('passed', 'failed'"):
         Artifact("onnx", "fp32", "onnx", 1, "x", "ok")

@@ -258,3 +258,55 @@ async def test_the_gate_keeps_to_telegrams_limits():
     gaps = {chat: [b - a for a, b in itertools.pairwise(times)] for chat, times in at.items()}
     assert min(gaps[1]) >= 1 and min(gaps[-5]) >= 3 and len(at[1]) == 3
     assert clock.now < 4  # nobody waited longer than the limits ask
+
+
+# --- the default model ----------------------------------------------------------------------
+
+
+def _write_manifest(root, name, speeds: dict, failed=()):
+    from balabol.manifest import FORMATS, Artifact, Manifest
+
+    arts = tuple(
+        Artifact(
+            fmt,
+            FORMATS[fmt][0],
+            FORMATS[fmt][1],
+            1000,
+            "x",
+            "failed" if fmt in failed else "passed",
+            decode_tokens_per_s=speed,
+        )
+        for fmt, speed in speeds.items()
+    )
+    (root / name).mkdir(parents=True)
+    Manifest(name, "llama", {}, None, "t", arts, "now", "0").save(root / name)
+
+
+@pytest.mark.parametrize(
+    ("speeds", "failed", "auto", "gguf"),
+    [
+        (
+            {"onnx-int8": 90.0, "gguf-q8_0": 133.0, "gguf-q4_k_m": 124.0},
+            (),
+            "gguf-q8_0",
+            "gguf-q8_0",
+        ),
+        ({"onnx-int8": 200.0, "gguf-q4_k_m": 124.0}, (), "onnx-int8", "gguf-q4_k_m"),
+        ({"gguf-q4_0": 171.0, "gguf-q4_k_m": 124.0}, ("gguf-q4_0",), "gguf-q4_k_m", "gguf-q4_k_m"),
+        (
+            {"onnx-int8": None, "gguf-q8_0": None, "gguf-q4_k_m": None},
+            (),
+            "gguf-q4_k_m",
+            "gguf-q4_k_m",
+        ),
+    ],
+)
+def test_the_default_is_the_fastest_passed_format_by_recorded_speed(
+    tmp_path, speeds, failed, auto, gguf
+):
+    from bot.models import ModelPool
+
+    _write_manifest(tmp_path, "m", speeds, failed)
+    pool = ModelPool(tmp_path, artifact="m", fmt="auto", load=lambda *a, **k: None)
+    assert (pool.default().format, pool.find("m", "gguf").format) == (auto, gguf)
+    assert pool.find("m", "onnx") is None  # a format it does not have: no choice

@@ -237,7 +237,7 @@ def test_a_few_shot_chat_starts_with_bos_and_ends_at_the_next_turn(exported_gemm
         turn = backend.tokenizer(" да\nUser: ещё", add_special_tokens=False)["input_ids"]
         steps = iter(turn)
 
-        def one_hot(_):
+        def one_hot(*_):
             logits = np.full(len(backend.tokenizer), -1e9, dtype=np.float32)
             logits[next(steps, turn[-1])] = 0.0
             return logits

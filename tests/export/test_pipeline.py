@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 
 import pytest
 
@@ -38,9 +39,47 @@ def test_every_format_is_written_and_passes(exported):
     assert manifest.architecture == kind
     assert sorted(p.name for p in (root / "gguf").iterdir()) == [
         "model-f16.gguf",
+        "model-q4_0.gguf",
         "model-q4_k_m.gguf",
         "model-q8_0.gguf",
     ]
+
+
+def test_each_gguf_records_the_types_its_tensors_got(exported):
+    import gguf
+
+    kind, root, manifest = exported
+    for a in manifest.artifacts:
+        if not a.format.startswith("gguf-"):
+            continue
+        tensors = gguf.GGUFReader(str(root / a.path)).tensors
+        types = a.details["tensor_types"]
+        assert sum(types.values()) == len(tensors), a.format
+        assert types == dict(Counter(t.tensor_type.name.lower() for t in tensors)), a.format
+        assert list(types.values()) == sorted(types.values(), reverse=True)  # most first
+    got = {f: manifest.artifact(f).details["tensor_types"] for f in ("gguf-q4_0", "gguf-q4_k_m")}
+    assert got == TENSOR_TYPES[kind]
+
+
+# what llama.cpp writes for the tiny models: 64/128 columns take q4_0's 32-wide blocks, so
+# every weight gets q4_0 but the output matrix (kept at q8_0 by design); q4_k_m's 256-wide
+# blocks fit none of them, and they fall back to q5_0/q8_0 (the summary line says so).
+TENSOR_TYPES = {
+    "llama": {
+        "gguf-q4_0": {"q4_0": 15, "f32": 5, "q8_0": 1},
+        "gguf-q4_k_m": {"q5_0": 13, "f32": 5, "q8_0": 3},
+    },
+    "gpt2": {
+        "gguf-q4_0": {"f32": 19, "q4_0": 8, "q8_0": 1},
+        "gguf-q4_k_m": {"f32": 19, "q5_0": 5, "q8_0": 2, "q4_k": 1, "q6_k": 1},
+    },
+}
+
+
+def test_every_passed_file_records_its_decode_speed(exported):
+    _, _, manifest = exported
+    for a in manifest.artifacts:
+        assert a.decode_tokens_per_s is not None and a.decode_tokens_per_s > 0, a.format
 
 
 def test_manifest_round_trips_and_records_parity(exported):

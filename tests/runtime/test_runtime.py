@@ -3,6 +3,7 @@ the scheduler, and clear errors for bad artifacts."""
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import threading
 import time
@@ -11,8 +12,10 @@ import pytest
 
 from balabol.cli import main as cli
 from balabol.errors import ArtifactError, ConfigError
-from runtime import GenerationConfig, load
+from balabol.manifest import FORMATS, Artifact, Manifest
+from runtime import GenerationConfig, load, loader
 from runtime.base import TextStream
+from runtime.loader import choose
 from runtime.sampling import Sampler
 from runtime.scheduler import QueueFull, Scheduler
 from runtime.session import ChatSession, Persona, fit
@@ -205,13 +208,83 @@ def test_scheduler_queues_reports_position_and_refuses_when_full(backends):
         sched.close()
 
 
-def test_auto_and_family_aliases_pick_passed_formats(root):
-    b = load("llama", "auto", root=root)
-    assert b.format == "gguf-q4_k_m"
-    b.close()
-    b = load("llama", "gguf", root=root)
-    assert b.format == "gguf-q4_k_m"
-    b.close()
+def test_auto_and_family_aliases_pick_the_fastest_passed_format(root, exported_llama):
+    speeds = {a.format: a.decode_tokens_per_s for a in exported_llama[1].usable()}
+    gguf = {f: v for f, v in speeds.items() if f.startswith("gguf-")}
+    for alias, fastest in (
+        ("auto", max(speeds, key=speeds.get)),
+        ("gguf", max(gguf, key=gguf.get)),
+    ):
+        b = load("llama", alias, root=root)
+        assert b.format == fastest, (alias, speeds)
+        b.close()
+
+
+def made_up(speeds: dict[str, float | None], failed: tuple[str, ...] = ()) -> Manifest:
+    """A manifest whose files `choose` ranks: only statuses, sizes and speeds matter."""
+    arts = tuple(
+        Artifact(
+            fmt,
+            FORMATS[fmt][0],
+            FORMATS[fmt][1],
+            1000,
+            "x",
+            "failed" if fmt in failed else "passed",
+            decode_tokens_per_s=speed,
+        )
+        for fmt, speed in speeds.items()
+    )
+    return Manifest("m", "llama", {}, None, "t", arts, "now", "0")
+
+
+@pytest.mark.parametrize(
+    ("speeds", "failed", "auto", "gguf"),
+    [
+        # the fastest passed file by recorded speed, whatever the fixed order says
+        (
+            {"torch": 30.0, "onnx-int8": 90.0, "gguf-q8_0": 133.0, "gguf-q4_k_m": 124.0},
+            (),
+            "gguf-q8_0",
+            "gguf-q8_0",
+        ),
+        (
+            {"torch": 30.0, "onnx-int8": 200.0, "gguf-q4_k_m": 124.0, "gguf-f16": 80.0},
+            (),
+            "onnx-int8",
+            "gguf-q4_k_m",
+        ),
+        # a faster file that failed its gate is never chosen
+        (
+            {"torch": 30.0, "gguf-q4_0": 171.0, "gguf-q4_k_m": 124.0, "gguf-q8_0": 133.0},
+            ("gguf-q4_0",),
+            "gguf-q8_0",
+            "gguf-q8_0",
+        ),
+        # an older manifest with no speeds: the fixed SPEED_ORDER
+        (
+            {"torch": None, "onnx-int8": None, "gguf-q8_0": None, "gguf-q4_k_m": None},
+            (),
+            "gguf-q4_k_m",
+            "gguf-q4_k_m",
+        ),
+        # measured files first, unmeasured ones after them in the fixed order
+        ({"torch": 30.0, "gguf-q4_k_m": None, "onnx": 40.0}, (), "onnx", "gguf-q4_k_m"),
+    ],
+)
+def test_choose_ranks_by_the_recorded_speed(speeds, failed, auto, gguf):
+    m = made_up(speeds, failed)
+    assert (choose(m, "auto").format, choose(m, "gguf").format) == (auto, gguf)
+
+
+def test_choose_skips_what_does_not_fit_in_memory(monkeypatch):
+    m = made_up({"torch": 30.0, "gguf-q4_0": 171.0, "gguf-q8_0": 133.0})
+    big = dataclasses.replace(m.artifacts[1], bytes=10**6)
+    m = dataclasses.replace(m, artifacts=(m.artifacts[0], big, m.artifacts[2]))
+    monkeypatch.setattr(loader, "available_memory", lambda: 10**5)
+    assert choose(m, "auto").format == "gguf-q8_0"
+    monkeypatch.setattr(loader, "available_memory", lambda: 10**3)
+    with pytest.raises(ArtifactError, match="no passed format for 'auto' that fits"):
+        choose(m, "auto")
 
 
 @pytest.fixture

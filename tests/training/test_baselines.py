@@ -149,7 +149,16 @@ def test_an_existing_model_is_refused(trained):
 
 EXPECTED_STATUS = {
     "gpt-scratch": {
-        f: "passed" for f in ("torch", "onnx", "onnx-int8", "gguf-f16", "gguf-q8_0", "gguf-q4_k_m")
+        f: "passed"
+        for f in (
+            "torch",
+            "onnx",
+            "onnx-int8",
+            "gguf-f16",
+            "gguf-q8_0",
+            "gguf-q4_k_m",
+            "gguf-q4_0",
+        )
     },
     "lstm": {
         "torch": "passed",
@@ -158,6 +167,7 @@ EXPECTED_STATUS = {
         "gguf-f16": "skipped",
         "gguf-q8_0": "skipped",
         "gguf-q4_k_m": "skipped",
+        "gguf-q4_0": "skipped",
     },
 }
 
@@ -177,7 +187,15 @@ def test_the_bot_offers_every_passed_format(trained, exported):
     root, _ = exported
     offered = [(c.artifact, c.format) for c in scan(root)]
     fastest_first = {
-        "gpt-scratch": ["gguf-q4_k_m", "gguf-q8_0", "onnx-int8", "gguf-f16", "onnx", "torch"],
+        "gpt-scratch": [
+            "gguf-q4_0",
+            "gguf-q4_k_m",
+            "gguf-q8_0",
+            "onnx-int8",
+            "gguf-f16",
+            "onnx",
+            "torch",
+        ],
         "lstm": ["onnx-int8", "onnx", "torch"],
     }[trained.arch]
     assert offered == [(trained.arch, f) for f in fastest_first]
