@@ -87,7 +87,12 @@ def pytest_collection_modifyitems(session, config, items):
 
 
 def pytest_sessionfinish(session, exitstatus):
-    ran = RESULTS["formats"] or RESULTS.get("training") or RESULTS.get("multichat")
+    ran = (
+        RESULTS["formats"]
+        or RESULTS.get("training")
+        or RESULTS.get("multichat")
+        or RESULTS.get("decode_loop")
+    )
     if ran and "manifest" in RESULTS:
         from benchmarks.report import write
 
