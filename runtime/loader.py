@@ -74,9 +74,12 @@ ALIASES = {"gguf": ("gguf-q4_k_m", "gguf-q8_0", "gguf-f16"), "auto": SPEED_ORDER
 MAX_CONTEXT = 2048
 PARALLEL_ENV = "BALABOL_PARALLEL"
 # Chats the gguf backend decodes together by default. Each slot reserves a full context of KV
-# cache (SmolLM2-135M: 23 KB a token, 47 MB a slot at 2048); the aggregate speed-up on
-# 2 cores is measured by `make bench` (benchmarks/test_multichat.py).
-AUTO_PARALLEL = 4  # enough for a chat bot on 2 cores; the KV cache grows with it (memory)
+# cache (SmolLM2-135M: 23 KB a token, 47 MB a slot at 2048). Aggregate decode tokens/s by
+# streams decoded together, SmolLM2-135M q4_k_m on the 2-core machine (busy: 1 thread each),
+# 1: 5.2, 2: 7.1, 4: 12.3, 8: 9.6 (8 measured slower than 4 here),
+# so 4. Measured by
+#   python -m pytest benchmarks/test_multichat.py -k sweep --artifact smollm2-135m-instruct
+AUTO_PARALLEL = 4
 
 
 def parallel(value: str | int | None = None) -> int:

@@ -10,12 +10,12 @@ from pathlib import Path
 REPO = Path(__file__).parents[2]
 
 
-def bench(root: Path, artifact: str, out: Path, *extra: str) -> subprocess.CompletedProcess:
+def bench(root: Path, artifact: str, out: Path) -> subprocess.CompletedProcess:
     cmd = [
         sys.executable,
         "-m",
         "pytest",
-        *(extra or [str(REPO / "benchmarks")]),
+        str(REPO / "benchmarks"),
         "-q",
         "-p",
         "no:cacheprovider",
@@ -69,6 +69,21 @@ def test_bench_smoke(exported_llama, tmp_path):
         assert runs["packed"]["padding"] == 0 < runs["random"]["padding"]
         assert runs["speedup"] > 0 and runs["grouped_speedup"] > 0
     assert "- chat data (" in md and "| uniform | packed, one row per batch (default) |" in md
+    # the multi-chat suite and the decode-loop comparison, in miniature
+    fmt = data["multichat"]["formats"]["gguf-q4_k_m"]
+    runs = fmt["chats"]["2"]
+    assert {"baseline", "ours"} <= set(runs)
+    for r in runs.values():
+        assert r["new_tokens"] == 2 * 2 * 4 and len(r["ttft_p50_ms"]) == 2
+        assert r["aggregate_tps"] > 0 and r["peak_rss_mb"] > 0
+    assert fmt["solo"]["new_tokens"] == 2 * 4
+    assert set(fmt["sweep"]) == {"1", "2"}
+    assert set(data["multichat_targets"]["gguf-q4_k_m"]) >= {"ttft_vs_solo", "tps_vs_single"}
+    loop = data["decode_loop"]["gguf-q4_k_m"]
+    assert loop["bare"] > 0 and loop["ours"] > 0 and loop["ours_sampling"] > 0
+    assert "| gguf-q4_k_m | 2 | Balabol: parallel = chats, a KV state per chat |" in md
+    assert "| gguf-q4_k_m | 2 | one stream, no KV state kept (before #15) |" in md
+    assert "bare `llama_decode` loop" in md
 
 
 def test_bench_rows_for_an_lstm(exported_lstm, tmp_path):
@@ -88,28 +103,3 @@ def test_bench_rows_for_an_lstm(exported_lstm, tmp_path):
         assert row["decode_tps"] > 0 and row["ppl"] > 1
         assert (row["peer"], row["peer_decode_tps"]) == ("none", None)
     assert "| onnx-int8 |" in (out / "latest.md").read_text()
-
-
-def test_multichat_smoke(exported_llama, tmp_path):
-    """The multi-chat suite and the decode-loop comparison on the tiny model."""
-    root, _ = exported_llama
-    out = tmp_path / "results"
-    suites = [str(REPO / "benchmarks" / f) for f in ("test_multichat.py", "test_decode_loop.py")]
-    run = bench(root, "llama", out, *suites)
-    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
-    (data,) = [json.loads(p.read_text()) for p in out.glob("2*.json")]
-    fmt = data["multichat"]["formats"]["gguf-q4_k_m"]
-    runs = fmt["chats"]["2"]
-    assert {"baseline", "ours"} <= set(runs)
-    for r in runs.values():
-        assert r["new_tokens"] == 2 * 2 * 4 and len(r["ttft_p50_ms"]) == 2
-        assert r["aggregate_tps"] > 0 and r["peak_rss_mb"] > 0
-    assert fmt["solo"]["new_tokens"] == 2 * 4
-    assert set(fmt["sweep"]) == {"1", "2"}
-    assert set(data["multichat_targets"]["gguf-q4_k_m"]) >= {"ttft_vs_solo", "tps_vs_single"}
-    loop = data["decode_loop"]["gguf-q4_k_m"]
-    assert loop["bare"] > 0 and loop["ours"] > 0 and loop["ours_sampling"] > 0
-    md = (out / "latest.md").read_text()
-    assert "| gguf-q4_k_m | 2 | Balabol: parallel = chats, a KV state per chat |" in md
-    assert "| gguf-q4_k_m | 2 | one stream, no KV state kept (before #15) |" in md
-    assert "bare `llama_decode` loop" in md
