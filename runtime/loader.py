@@ -76,8 +76,8 @@ PARALLEL_ENV = "BALABOL_PARALLEL"
 # Chats the gguf backend decodes together by default. Each slot reserves a full context of KV
 # cache (SmolLM2-135M: 23 KB a token, 47 MB a slot at 2048). Aggregate decode tokens/s by
 # streams decoded together, SmolLM2-135M q4_k_m on the 2-core machine (busy: 1 thread each),
-# 1: 5.2, 2: 7.1, 4: 12.3, 8: 9.6 (8 measured slower than 4 here),
-# so 4. Measured by
+# two runs: 1: 5.2 / 30.9, 2: 7.1 / 31.9, 4: 12.3 / 56.5, 8: 9.6 / 56.4. 8 gains nothing over
+# 4 and doubles the KV memory, so 4. Measured by
 #   python -m pytest benchmarks/test_multichat.py -k sweep --artifact smollm2-135m-instruct
 AUTO_PARALLEL = 4
 
