@@ -64,53 +64,61 @@ def binary(ver: str | None = None, *, cache: Path = CACHE, log=print) -> Path:
         if shutil.which(tool) is None:
             raise Unavailable(f"{tool} is not installed; llama-server cannot be built")
     home.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=home) as tmp:
-        src = _sources(ver, Path(tmp), log)
-        build = Path(tmp) / "build"
-        nice = ["nice", "-n", "19"] if shutil.which("nice") else []
-        jobs = str(min(2, os.cpu_count() or 1))  # the machine is shared
-        log(f"building llama-server {ver} (a few minutes, niced) ...")
-        for cmd in (
-            [*nice, "cmake", "-S", str(src), "-B", str(build), *CMAKE_FLAGS],
-            [*nice, "cmake", "--build", str(build), "--target", "llama-server", "-j", jobs],
-        ):
-            run = subprocess.run(cmd, capture_output=True, text=True)
-            if run.returncode != 0:
-                raise Unavailable(f"`{' '.join(cmd)}` failed:\n{run.stderr[-2000:]}")
-        built = next(build.rglob("llama-server"), None)
-        if built is None or not built.is_file():
-            raise Unavailable(f"the build finished but no llama-server under {build}")
-        shutil.copy2(built, exe)
+    # sources and build tree stay in the cache, so an interrupted build resumes where it was
+    src = home / "src" / "vendor" / "llama.cpp"
+    if not (src / "CMakeLists.txt").is_file():
+        _sources(ver, home, log)
+    build = home / "build"
+    nice = ["nice", "-n", "19"] if shutil.which("nice") else []
+    jobs = str(min(2, os.cpu_count() or 1))  # the machine is shared
+    log(f"building llama-server {ver} in {build} (minutes, niced) ...")
+    for cmd in (
+        [*nice, "cmake", "-S", str(src), "-B", str(build), *CMAKE_FLAGS],
+        [*nice, "cmake", "--build", str(build), "--target", "llama-server", "-j", jobs],
+    ):
+        run = subprocess.run(cmd, capture_output=True, text=True)
+        if run.returncode != 0:
+            raise Unavailable(f"`{' '.join(cmd)}` failed:\n{run.stderr[-2000:]}")
+    built = next((p for p in build.rglob("llama-server") if p.is_file()), None)
+    if built is None:
+        raise Unavailable(f"the build finished but no llama-server under {build}")
+    shutil.copy2(built, exe)
+    shutil.rmtree(home / "src", ignore_errors=True)  # ~0.5 GB with the build: only the binary stays
+    shutil.rmtree(build, ignore_errors=True)
     return exe
 
 
-def _sources(ver: str, tmp: Path, log) -> Path:
-    """Download the sdist with pip and unpack its vendor/llama.cpp."""
+def _sources(ver: str, home: Path, log) -> None:
+    """Download the sdist with pip and unpack it as home/src (its vendor/llama.cpp is built)."""
     log(f"downloading the llama-cpp-python {ver} sdist ...")
-    cmd = [
-        sys.executable,
-        "-m",
-        "pip",
-        "download",
-        # the sdist of this package only: `:all:` would also build pip's build tools from
-        # source (setuptools and friends, recursively), for minutes
-        "--no-binary",
-        "llama-cpp-python",
-        "--no-deps",
-        f"llama-cpp-python=={ver}",
-        "-d",
-        str(tmp),
-    ]
-    run = subprocess.run(cmd, capture_output=True, text=True)
-    sdist = next(tmp.glob("llama_cpp_python-*.tar.gz"), None)
-    if run.returncode != 0 or sdist is None:
-        raise Unavailable(f"pip could not download llama-cpp-python=={ver}: {run.stderr[-1000:]}")
-    with tarfile.open(sdist) as tar:
-        tar.extractall(tmp, filter="data")
-    src = next(tmp.glob("llama_cpp_python-*/vendor/llama.cpp"), None)
-    if src is None or not (src / "CMakeLists.txt").is_file():
-        raise Unavailable(f"{sdist.name} holds no vendor/llama.cpp")
-    return src
+    with tempfile.TemporaryDirectory(dir=home) as tmp:
+        cmd = [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            # the sdist of this package only: `:all:` would also build pip's build tools from
+            # source (setuptools and friends, recursively), for minutes
+            "--no-binary",
+            "llama-cpp-python",
+            "--no-deps",
+            f"llama-cpp-python=={ver}",
+            "-d",
+            tmp,
+        ]
+        run = subprocess.run(cmd, capture_output=True, text=True)
+        sdist = next(Path(tmp).glob("llama_cpp_python-*.tar.gz"), None)
+        if run.returncode != 0 or sdist is None:
+            raise Unavailable(
+                f"pip could not download llama-cpp-python=={ver}: {run.stderr[-1000:]}"
+            )
+        with tarfile.open(sdist) as tar:
+            tar.extractall(tmp, filter="data")
+        top = next(Path(tmp).glob("llama_cpp_python-*/"), None)
+        if top is None or not (top / "vendor" / "llama.cpp" / "CMakeLists.txt").is_file():
+            raise Unavailable(f"{sdist.name} holds no vendor/llama.cpp")
+        shutil.rmtree(home / "src", ignore_errors=True)
+        top.rename(home / "src")
 
 
 def free_port() -> int:
