@@ -29,6 +29,18 @@ def pytest_addoption(parser):
     g.addoption("--bench-results", default=str(Path(__file__).parent / "results"))
     g.addoption("--no-peers", action="store_true", help="skip the peer libraries")
     g.addoption("--train-samples", type=int, default=96, help="samples per training run")
+    g.addoption("--bench-threads", type=int, default=0, help="threads per model (0 = all cores)")
+    g.addoption("--multichat-chats", default="4,8", help="chats talking at once, per run")
+    g.addoption("--multichat-turns", type=int, default=6, help="turns per chat")
+    g.addoption("--multichat-new-tokens", type=int, default=48, help="tokens per reply")
+    g.addoption("--multichat-formats", default="gguf-q4_k_m", help="gguf formats, comma-separated")
+    g.addoption("--multichat-sweep", default="1,2,4,8", help="parallel streams to measure")
+    g.addoption(
+        "--llama-server",
+        choices=("build", "cached", "off"),
+        default="build",
+        help="the multi-chat peer: build it if needed (minutes, once), use it only if built, or skip",
+    )
 
 
 def _manifest(config) -> tuple[Path, Manifest]:
@@ -56,6 +68,7 @@ def bench(pytestconfig):
         "repeats": pytestconfig.getoption("--bench-repeats"),
         "new_tokens": pytestconfig.getoption("--bench-new-tokens"),
         "peers": not pytestconfig.getoption("--no-peers"),
+        "threads": pytestconfig.getoption("--bench-threads") or None,
     }
 
 
@@ -74,7 +87,13 @@ def pytest_collection_modifyitems(session, config, items):
 
 
 def pytest_sessionfinish(session, exitstatus):
-    if (RESULTS["formats"] or RESULTS.get("training")) and "manifest" in RESULTS:
+    ran = (
+        RESULTS["formats"]
+        or RESULTS.get("training")
+        or RESULTS.get("multichat")
+        or RESULTS.get("decode_loop")
+    )
+    if ran and "manifest" in RESULTS:
         from benchmarks.report import write
 
         out = Path(session.config.getoption("--bench-results"))

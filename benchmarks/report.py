@@ -1,7 +1,9 @@
 """Turn one benchmark run into results/<timestamp>.json, a markdown table and a PNG chart.
 
 Written by benchmarks/conftest.py at the end of `make bench`; `latest.md` / `latest.png`
-are copies of the newest run (the README shows them).
+are copies of the newest run (the README shows them). Besides the per-format table: LoRA
+training, several chats at once (benchmarks/test_multichat.py) and the single-stream decode
+loop (benchmarks/test_decode_loop.py), each when it ran.
 """
 
 from __future__ import annotations
@@ -129,7 +131,122 @@ def markdown(results: dict, table: list[dict], when: str) -> str:
             f"| {_f(r['ppl_ratio'], '.3f')} | {_f(r['bits_per_byte'], '.3f')} "
             f"| {_f(r['bandwidth_used'] and 100 * r['bandwidth_used'], '.0f')}% |"
         )
-    return head + "\n".join(lines) + "\n" + training_markdown(results.get("training"))
+    return (
+        head
+        + ("\n".join(lines) + "\n" if table else "")
+        + training_markdown(results.get("training"))
+        + multichat_markdown(results.get("multichat"))
+        + decode_loop_markdown(results.get("decode_loop"))
+    )
+
+
+CONTENDER = {
+    "baseline": "one stream, no KV state kept (before #15)",
+    "ours": "Balabol: parallel = chats, a KV state per chat",
+    "llama-server": "llama-server: -np = chats, cache_prompt",
+}
+TARGETS = {  # issue #15
+    "ttft_vs_solo": 1.2,  # last-turn TTFT with 4 chats, at most this × the chat served alone
+    "tps_vs_single": 1.3,  # aggregate tokens/s at 4 chats, at least this × one stream
+    "tps_vs_llama_server": 1.0,  # ... and at least llama-server's
+}
+
+
+def target_chats(fmt_runs: dict) -> str:
+    """The issue's targets are set at 4 chats; another count when 4 did not run."""
+    measured = list(fmt_runs.get("chats", {}))
+    return "4" if "4" in measured or not measured else measured[0]
+
+
+def multichat_targets(fmt_runs: dict) -> dict:
+    """Issue #15's three targets for one format: the ratios, and whether each is met."""
+    chats = target_chats(fmt_runs)
+    runs = fmt_runs.get("chats", {}).get(chats, {})
+    ours, server = runs.get("ours"), runs.get("llama-server")
+    solo, sweep = fmt_runs.get("solo"), fmt_runs.get("sweep", {})
+    out = {}
+    if ours and solo:
+        out["ttft_vs_solo"] = ours["ttft_p50_ms"][-1] / solo["ttft_p50_ms"][-1]
+    if sweep.get(chats) and sweep.get("1"):  # the same requests, N at once vs one at a time
+        out["tps_vs_single"] = sweep[chats] / sweep["1"]
+    if ours and server:
+        out["tps_vs_llama_server"] = ours["aggregate_tps"] / server["aggregate_tps"]
+    return {
+        k: {
+            "ratio": v,
+            "target": TARGETS[k],
+            "met": v <= TARGETS[k] if k == "ttft_vs_solo" else v >= TARGETS[k],
+        }
+        for k, v in out.items()
+    }
+
+
+def multichat_markdown(mc: dict | None) -> str:
+    if not mc or not mc.get("formats"):
+        return ""
+    out = [
+        f"\nSeveral chats at once ({mc['turns']} turns each, every chat's turn sent together, "
+        f"{mc['new_tokens']} new tokens a reply, greedy; TTFT from sending to the first text):\n",
+        "| format | chats | server | TTFT turn 1 p50 ms | last turn p50 ms | last turn p95 ms "
+        "| aggregate tok/s | peak RSS MB |",
+        "|---|---:|---|---:|---:|---:|---:|---:|",
+    ]
+    notes = []
+    for fmt, f in mc["formats"].items():
+        for chats, runs in f.get("chats", {}).items():
+            for name, r in runs.items():
+                out.append(
+                    f"| {fmt} | {chats} | {CONTENDER.get(name, name)} "
+                    f"| {r['ttft_p50_ms'][0]:.0f} | {r['ttft_p50_ms'][-1]:.0f} "
+                    f"| {r['ttft_p95_ms'][-1]:.0f} | {r['aggregate_tps']:.1f} "
+                    f"| {r['peak_rss_mb']:.0f} |"
+                )
+        if f.get("solo"):
+            s = f["solo"]
+            out.append(
+                f"| {fmt} | 1 | Balabol, the chat alone | {s['ttft_p50_ms'][0]:.0f} "
+                f"| {s['ttft_p50_ms'][-1]:.0f} | {s['ttft_p95_ms'][-1]:.0f} "
+                f"| {s['aggregate_tps']:.1f} | {s['peak_rss_mb']:.0f} |"
+            )
+        if f.get("sweep"):
+            notes.append(
+                f"- {fmt}, aggregate decode tok/s by parallel streams: "
+                + ", ".join(f"{n}: {v:.1f}" for n, v in f["sweep"].items())
+            )
+        if f.get("skipped"):
+            notes.append(f"- {fmt}: llama-server skipped ({f['skipped'].splitlines()[0][:120]})")
+        n = target_chats(f)
+        what = {
+            "ttft_vs_solo": f"last-turn TTFT, {n} chats vs the chat alone",
+            "tps_vs_single": f"aggregate decode tok/s, {n} streams vs one (sweep)",
+            "tps_vs_llama_server": f"aggregate tok/s, {n} chats vs llama-server",
+        }
+        for k, t in multichat_targets(f).items():
+            sign = "≤" if k == "ttft_vs_solo" else "≥"
+            notes.append(
+                f"- {fmt}, {what[k]}: {t['ratio']:.2f}× (target {sign} {t['target']}×): "
+                + ("met" if t["met"] else "**not met**")
+            )
+    return "\n".join(out) + "\n\n" + "\n".join(notes) + ("\n" if notes else "")
+
+
+def decode_loop_markdown(dl: dict | None) -> str:
+    if not dl:
+        return ""
+    out = [
+        "\nOne stream, decode tok/s: our loop vs a bare `llama_decode` loop (same file) and "
+        "llama-cpp-python's `create_chat_completion` (the shipped Q4_1 file):\n",
+        "| format | bare loop | ours greedy | ×bare | ours sampling (defaults) | ours Q4_1 "
+        "| llama-cpp-python chat Q4_1 |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for fmt, r in dl.items():
+        out.append(
+            f"| {fmt} | {r['bare']:.1f} | {r['ours']:.1f} | {r['ours'] / r['bare']:.2f} "
+            f"| {r['ours_sampling']:.1f} | {_f(r.get('ours_q4_1'), '.1f')} "
+            f"| {_f(r.get('llama_cpp_chat_q4_1'), '.1f')} |"
+        )
+    return "\n".join(out) + "\n"
 
 
 def training_markdown(t: dict | None) -> str:
@@ -218,6 +335,10 @@ def write(results: dict, out_dir: Path) -> dict[str, Path]:
     }
     payload = {k: v for k, v in results.items() if k != "manifest"}
     payload.update(created_at=now.isoformat(timespec="seconds"), table=table)
+    if results.get("multichat"):
+        payload["multichat_targets"] = {
+            fmt: multichat_targets(f) for fmt, f in results["multichat"]["formats"].items()
+        }
     paths["json"].write_text(json.dumps(payload, indent=2) + "\n")
     paths["markdown"].write_text(md)
     chart(table, paths["chart"], f"{results['artifact']} on {results['machine']['cores']} cores")

@@ -21,7 +21,7 @@ from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 
 from balabol.errors import ConfigError
-from runtime.sampling import Sampler
+from runtime.sampling import Sampler, Seen
 
 
 @dataclass(frozen=True)
@@ -105,7 +105,7 @@ class Decoding:
             seed=config.seed,
         )
         self.prompt_tokens = len(prompt_ids)
-        self.history = list(prompt_ids)  # what the repetition penalty looks at
+        self.seen = Seen(prompt_ids)  # what the repetition penalty looks at
         self.out: list[int] = []  # the reply's tokens (no eos)
         self.cached_tokens = 0  # set by the driver: prompt tokens it did not recompute
         self.stopped: str | None = None
@@ -124,13 +124,13 @@ class Decoding:
     def push(self, logits) -> int | None:
         if self.done:
             return None
-        token = self.sampler(logits, self.history)
+        token = self.sampler(logits, self.seen)
         if not self.out:
             self._ttft = self._clock() - self._t0
         if token in self.eos_ids and not self.config.ignore_eos:
             return self._finish("eos")
         self.out.append(token)
-        self.history.append(token)
+        self.seen.add(token)
         self._pending += self._text.push(token)
         stops = self.config.stop
         if stops:

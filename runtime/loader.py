@@ -97,9 +97,12 @@ MAX_CONTEXT = 2048
 REMOTE = "remote"  # an OpenAI-compatible server, not a file: `load` handles it first
 PARALLEL_ENV = "BALABOL_PARALLEL"
 # Chats the gguf backend decodes together by default. Each slot reserves a full context of KV
-# cache (SmolLM2-135M: 23 KB a token, 47 MB a slot at 2048); the aggregate speed-up on
-# 2 cores is measured by `make bench` (benchmarks/test_multichat.py).
-AUTO_PARALLEL = 4  # enough for a chat bot on 2 cores; the KV cache grows with it (memory)
+# cache (SmolLM2-135M: 23 KB a token, 47 MB a slot at 2048). Aggregate decode tokens/s by
+# streams decoded together, SmolLM2-135M q4_k_m on the 2-core machine (busy: 1 thread each),
+# two runs: 1: 5.2 / 30.9, 2: 7.1 / 31.9, 4: 12.3 / 56.5, 8: 9.6 / 56.4. 8 gains nothing over
+# 4 and doubles the KV memory, so 4. Measured by
+#   python -m pytest benchmarks/test_multichat.py -k sweep --artifact smollm2-135m-instruct
+AUTO_PARALLEL = 4
 
 
 def parallel(value: str | int | None = None) -> int:

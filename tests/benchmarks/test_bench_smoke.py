@@ -31,6 +31,19 @@ def bench(root: Path, artifact: str, out: Path) -> subprocess.CompletedProcess:
         str(out),
         "--train-samples",
         "8",
+        # the multi-chat suite in miniature; llama-server only if someone built it already
+        "--multichat-chats",
+        "2",
+        "--multichat-turns",
+        "2",
+        "--multichat-new-tokens",
+        "4",
+        "--multichat-sweep",
+        "1,2",
+        "--llama-server",
+        "cached",
+        "--bench-threads",
+        "1",
     ]
     return subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
 
@@ -56,6 +69,21 @@ def test_bench_smoke(exported_llama, tmp_path):
         assert runs["packed"]["padding"] == 0 < runs["random"]["padding"]
         assert runs["speedup"] > 0 and runs["grouped_speedup"] > 0
     assert "- chat data (" in md and "| uniform | packed, one row per batch (default) |" in md
+    # the multi-chat suite and the decode-loop comparison, in miniature
+    fmt = data["multichat"]["formats"]["gguf-q4_k_m"]
+    runs = fmt["chats"]["2"]
+    assert {"baseline", "ours"} <= set(runs)
+    for r in runs.values():
+        assert r["new_tokens"] == 2 * 2 * 4 and len(r["ttft_p50_ms"]) == 2
+        assert r["aggregate_tps"] > 0 and r["peak_rss_mb"] > 0
+    assert fmt["solo"]["new_tokens"] == 2 * 4
+    assert set(fmt["sweep"]) == {"1", "2"}
+    assert set(data["multichat_targets"]["gguf-q4_k_m"]) >= {"ttft_vs_solo", "tps_vs_single"}
+    loop = data["decode_loop"]["gguf-q4_k_m"]
+    assert loop["bare"] > 0 and loop["ours"] > 0 and loop["ours_sampling"] > 0
+    assert "| gguf-q4_k_m | 2 | Balabol: parallel = chats, a KV state per chat |" in md
+    assert "| gguf-q4_k_m | 2 | one stream, no KV state kept (before #15) |" in md
+    assert "bare `llama_decode` loop" in md
 
 
 def test_bench_rows_for_an_lstm(exported_lstm, tmp_path):
