@@ -111,12 +111,12 @@ def test_gguf_logits_of_more_than_a_batch(opened):
     backend = opened("llama", "gguf-f16")
     ids = encode_text(backend.tokenizer, "The sea was calm that morning. " * 12)[:200]
     whole = backend.logits(ids)
-    n_batch = backend.llm.n_batch
+    n_batch = backend.engine.n_batch
     try:
-        backend.llm.n_batch = 64  # 200 tokens in 4 batches
+        backend.engine.n_batch = 64  # 200 tokens in 4 batches
         chunked = backend.logits(ids)
     finally:
-        backend.llm.n_batch = n_batch
+        backend.engine.n_batch = n_batch
     np.testing.assert_allclose(chunked, whole, atol=1e-3)
 
 
@@ -124,7 +124,7 @@ def test_gguf_logits_longer_than_the_context_is_a_clear_error(opened):
     from balabol.errors import ConfigError
 
     backend = opened("llama", "gguf-q8_0")
-    with pytest.raises(ConfigError, match=r"cannot score 300 tokens with a llama\.cpp context"):
+    with pytest.raises(ConfigError, match=r"cannot score 300 tokens in a slot of 256"):
         backend.logits([1] * 300)
 
 
