@@ -62,6 +62,58 @@ def conversation(system: str, turns: list[str], replies: list[str]) -> list[dict
     return msgs
 
 
+def one_chat_at_a_time(backend, chats=CHATS, turns=TURNS, config=GREEDY, check=None):
+    """Each chat's turns in full, then the next chat's: replies by chat."""
+    out = {}
+    for chat, system in chats.items():
+        replies = out[chat] = []
+        for k in range(len(turns)):
+            replies.append(
+                backend.generate(conversation(system, turns[: k + 1], replies), config, key=chat)
+            )
+            if check:
+                check(k, backend.last_stats)
+    return out
+
+
+def round_robin(answer, chats=CHATS, turns=TURNS):
+    """Turn k of every chat, then turn k + 1: `answer(k, {chat: messages})` -> {chat: reply}."""
+    got = {chat: [] for chat in chats}
+    for k in range(len(turns)):
+        asked = {c: conversation(system, turns[: k + 1], got[c]) for c, system in chats.items()}
+        for chat, reply in answer(k, asked).items():
+            got[chat].append(reply)
+    return got
+
+
+def in_turn(backend, config=GREEDY, check=None):
+    """Round robin's `answer`: one chat after another through the backend."""
+
+    def answer(k, asked):
+        out = {}
+        for chat, msgs in asked.items():
+            out[chat] = backend.generate(msgs, config, key=chat)
+            if check:
+                check(k, backend.last_stats)
+        return out
+
+    return answer
+
+
+def together(sched, config=GREEDY, check=None):
+    """Round robin's `answer`: every chat's turn submitted at once to the scheduler."""
+
+    def answer(k, asked):
+        jobs = {chat: sched.submit(msgs, config, key=chat) for chat, msgs in asked.items()}
+        out = {chat: "".join(job) for chat, job in jobs.items()}
+        for job in jobs.values():
+            if check:
+                check(k, job.stats)
+        return out
+
+    return answer
+
+
 @pytest.fixture(scope="module", params=["llama", "gemma3"])
 def model(request):
     root, _ = request.getfixturevalue(f"exported_{request.param}")
@@ -75,14 +127,7 @@ def alone(model):
     root, name = model
     b = open_gguf(root, name, "gguf-q8_0")
     try:
-        out = {}
-        for chat, system in CHATS.items():
-            replies = []
-            for k in range(len(TURNS)):
-                msgs = conversation(system, TURNS[: k + 1], replies)
-                replies.append(b.generate(msgs, GREEDY, key=chat))
-            out[chat] = replies
-        return out
+        return one_chat_at_a_time(b)
     finally:
         b.close()
 
@@ -93,32 +138,28 @@ def cold(model):
     root, name = model
     b = open_gguf(root, name, "gguf-q8_0", budget=0)
     try:
-        out = {}
-        for chat, system in CHATS.items():
-            replies = []
-            for k in range(len(TURNS)):
-                msgs = conversation(system, TURNS[: k + 1], replies)
-                replies.append(b.generate(msgs, GREEDY, key=chat))
-                assert b.last_stats.cached_tokens == 0
-            out[chat] = replies
-        return out
+        return one_chat_at_a_time(b, check=lambda k, stats: not_reused(stats))
     finally:
         b.close()
+
+
+def not_reused(stats):
+    assert stats.cached_tokens == 0
+
+
+def reused_after_first(k, stats):
+    assert k == 0 or stats.cached_tokens > 0
 
 
 @pytest.mark.parametrize("parallel", [1, 2, 3])
 def test_interleaved_chats_reuse_their_state_and_answer_as_alone(model, alone, parallel):
     root, name = model
     b = open_gguf(root, name, "gguf-q8_0", parallel=parallel)
+
+    # round robin: with fewer slots than chats each turn evicts another chat, so from turn 2
+    # on, a reused token means the chat's state came back from host memory
     try:
-        got = {chat: [] for chat in CHATS}
-        for k in range(len(TURNS)):
-            for chat, system in CHATS.items():  # round robin: each turn evicts another chat
-                msgs = conversation(system, TURNS[: k + 1], got[chat])
-                got[chat].append(b.generate(msgs, GREEDY, key=chat))
-                if k > 0:  # the history was read from the chat's saved state
-                    assert b.last_stats.cached_tokens > len(msgs) * 2
-        assert got == alone
+        assert round_robin(in_turn(b, check=reused_after_first)) == alone
     finally:
         b.close()
 
@@ -130,13 +171,7 @@ def test_a_cache_too_small_to_keep_anything_is_slower_never_wrong(model, cold):
     root, name = model
     b = open_gguf(root, name, "gguf-q8_0", parallel=1, budget=1)
     try:
-        got = {chat: [] for chat in CHATS}
-        for k in range(len(TURNS)):
-            for chat, system in CHATS.items():
-                msgs = conversation(system, TURNS[: k + 1], got[chat])
-                got[chat].append(b.generate(msgs, GREEDY, key=chat))
-                assert b.last_stats.cached_tokens < 8  # at most the shared system prefix
-        assert got == cold
+        assert round_robin(in_turn(b, check=lambda k, stats: not_reused(stats))) == cold
         assert len(b.engine.cache) == 0
     finally:
         b.close()
@@ -146,21 +181,13 @@ def test_batched_replies_equal_the_replies_served_alone(model, alone):
     root, name = model
     b = open_gguf(root, name, "gguf-q8_0", parallel=3)
     sched = Scheduler(b, parallel=3)
+
+    def ended_and_reused(k, stats):
+        assert stats.stopped_by in ("eos", "length")
+        reused_after_first(k, stats)
+
     try:
-        got = {chat: [] for chat in CHATS}
-        for k in range(len(TURNS)):
-            jobs = {
-                chat: sched.submit(
-                    conversation(system, TURNS[: k + 1], got[chat]), GREEDY, key=chat
-                )
-                for chat, system in CHATS.items()
-            }
-            for chat, job in jobs.items():
-                got[chat].append("".join(job))
-                assert job.stats.stopped_by in ("eos", "length")
-                if k > 0:
-                    assert job.stats.cached_tokens > 0
-        assert got == alone
+        assert round_robin(together(sched, check=ended_and_reused)) == alone
     finally:
         sched.close()
         b.close()
@@ -284,34 +311,16 @@ def test_onnx_chats_keep_their_past_and_answer_as_alone(name, request):
     alone = open_gguf(root, name, "onnx")
     mixed = open_gguf(root, name, "onnx", budget=64 << 20)
     cold = open_gguf(root, name, "onnx", budget=0)
+    sched = Scheduler(mixed)  # onnx: the scheduler's one-reply-at-a-time path
     try:
-        want, got, fresh = {c: [] for c in CHATS}, {c: [] for c in CHATS}, {c: [] for c in CHATS}
-        for chat, system in CHATS.items():  # one chat after another
-            for k in range(len(TURNS)):
-                msgs = conversation(system, TURNS[: k + 1], want[chat])
-                want[chat].append(alone.generate(msgs, GREEDY, key=chat))
-        for k in range(len(TURNS)):  # round robin, through the scheduler's one-at-a-time path
-            sched = Scheduler(mixed)
-            jobs = {
-                chat: sched.submit(
-                    conversation(system, TURNS[: k + 1], got[chat]), GREEDY, key=chat
-                )
-                for chat, system in CHATS.items()
-            }
-            for chat, job in jobs.items():
-                got[chat].append("".join(job))
-                if k > 0:
-                    assert job.stats.cached_tokens > 0
-            sched.close()
-            for chat, system in CHATS.items():
-                msgs = conversation(system, TURNS[: k + 1], fresh[chat])
-                fresh[chat].append(cold.generate(msgs, GREEDY, key=chat))
-                assert cold.last_stats.cached_tokens == 0
+        want = one_chat_at_a_time(alone)
+        got = round_robin(together(sched, check=reused_after_first))
         assert got == want
         assert len(mixed.cache) == len(CHATS)
         # fp32 onnx: reading the history again gives the same replies as reusing it
-        assert fresh == want
+        assert round_robin(in_turn(cold, check=lambda k, stats: not_reused(stats))) == want
     finally:
+        sched.close()
         for b in (alone, mixed, cold):
             b.close()
 

@@ -12,6 +12,8 @@ from runtime.kvcache import StateCache
 from runtime.scheduler import Scheduler
 from runtime.tokenizer import Tokenizer
 
+from .test_multichat import in_turn, one_chat_at_a_time, round_robin, together
+
 pytestmark = pytest.mark.slow
 
 GREEDY = GenerationConfig.greedy(24)
@@ -43,63 +45,27 @@ def open_smollm2():
     return open_
 
 
-def conversation(system, turns, replies):
-    msgs = [{"role": "system", "content": system}]
-    for i, t in enumerate(turns):
-        msgs.append({"role": "user", "content": t})
-        if i < len(replies):
-            msgs.append({"role": "assistant", "content": replies[i]})
-    return msgs
-
-
-def serve_alone(backend):
-    out = {}
-    for chat, system in CHATS.items():
-        replies = []
-        for k in range(len(TURNS)):
-            replies.append(
-                backend.generate(conversation(system, TURNS[: k + 1], replies), GREEDY, key=chat)
-            )
-        out[chat] = replies
-    return out
-
-
 def test_chats_answer_the_same_alone_interleaved_evicted_and_batched(open_smollm2):
     b = open_smollm2(1)
     try:
-        alone = serve_alone(b)
+        alone = one_chat_at_a_time(b, CHATS, TURNS, GREEDY)
     finally:
         b.close()
     assert all(r.strip() for replies in alone.values() for r in replies)
 
+    def reused(k, stats):
+        assert k == 0 or stats.cached_tokens > 20
+
     b = open_smollm2(2)  # 4 chats, 2 slots: every turn restores a chat from host memory
     try:
-        got = {chat: [] for chat in CHATS}
-        for k in range(len(TURNS)):
-            for chat, system in CHATS.items():
-                got[chat].append(
-                    b.generate(conversation(system, TURNS[: k + 1], got[chat]), GREEDY, key=chat)
-                )
-                if k:
-                    assert b.last_stats.cached_tokens > 20
-        assert got == alone
+        assert round_robin(in_turn(b, GREEDY, check=reused), CHATS, TURNS) == alone
     finally:
         b.close()
 
     b = open_smollm2(4)
     sched = Scheduler(b, parallel=4)
     try:
-        got = {chat: [] for chat in CHATS}
-        for k in range(len(TURNS)):
-            jobs = {
-                chat: sched.submit(
-                    conversation(system, TURNS[: k + 1], got[chat]), GREEDY, key=chat
-                )
-                for chat, system in CHATS.items()
-            }
-            for chat, job in jobs.items():
-                got[chat].append("".join(job))
-        assert got == alone
+        assert round_robin(together(sched, GREEDY), CHATS, TURNS) == alone
     finally:
         sched.close()
         b.close()
