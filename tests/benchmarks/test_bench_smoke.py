@@ -98,6 +98,7 @@ def test_bench_rows_for_an_lstm(exported_lstm, tmp_path):
         "gguf-f16",
         "gguf-q8_0",
         "gguf-q4_k_m",
+        "gguf-q4_0",
     }
     for row in data["table"]:
         assert row["decode_tps"] > 0 and row["ppl"] > 1
