@@ -117,7 +117,9 @@ def test_gguf_logits_of_more_than_a_batch(opened):
         chunked = backend.logits(ids)
     finally:
         backend.engine.n_batch = n_batch
-    np.testing.assert_allclose(chunked, whole, atol=1e-3)
+    # llama.cpp's logits move a little with how a sequence is cut into batches (measured up to
+    # 0.04 here); a position or chunk-boundary mistake would move them by whole units
+    np.testing.assert_allclose(chunked, whole, atol=0.1)
 
 
 def test_gguf_logits_longer_than_the_context_is_a_clear_error(opened):
