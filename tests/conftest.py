@@ -17,6 +17,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+from balabol.manifest import FORMATS, Artifact, Manifest
 from balabol.prompt import BOS_TOKEN, CHAT_TEMPLATE, EOS_TOKEN, FEW_SHOT_TEMPLATE
 
 
@@ -206,7 +207,6 @@ TINY_GATES = _tiny_gates()
 
 
 def export_tiny(base: Path, out: Path, name: str, **kwargs):
-    from balabol.manifest import FORMATS
     from export.pipeline import ExportConfig, run
 
     kwargs.setdefault("formats", tuple(FORMATS))  # the opt-in gguf-q4_0 too
@@ -239,3 +239,22 @@ def exported_lstm(tiny_model, tmp_path_factory):
 def exported_gemma3(tiny_model, tmp_path_factory):
     out = tmp_path_factory.mktemp("artifacts-gemma3")
     return out, export_tiny(tiny_model("gemma3"), out, "gemma3")
+
+
+def made_up(
+    speeds: dict[str, float | None], failed: tuple[str, ...] = (), name: str = "m"
+) -> Manifest:
+    """A manifest whose files `choose` ranks: only statuses, sizes and speeds matter."""
+    arts = tuple(
+        Artifact(
+            fmt,
+            FORMATS[fmt][0],
+            FORMATS[fmt][1],
+            1000,
+            "x",
+            "failed" if fmt in failed else "passed",
+            decode_tokens_per_s=speed,
+        )
+        for fmt, speed in speeds.items()
+    )
+    return Manifest(name, "llama", {}, None, "t", arts, "now", "0")

@@ -19,6 +19,7 @@ from bot.middlewares.ratelimit import RateLimit
 from bot.storage import Prefs, Store
 from bot.streaming import MESSAGE_LIMIT, LiveMessage, split_message, stream
 from tests.bot.conftest import ManualClock
+from tests.conftest import made_up
 from tests.fakes.telegram import TOKEN, FakeTelegram, Limits
 
 # --- settings -------------------------------------------------------------------------------
@@ -264,22 +265,8 @@ async def test_the_gate_keeps_to_telegrams_limits():
 
 
 def _write_manifest(root, name, speeds: dict, failed=()):
-    from balabol.manifest import FORMATS, Artifact, Manifest
-
-    arts = tuple(
-        Artifact(
-            fmt,
-            FORMATS[fmt][0],
-            FORMATS[fmt][1],
-            1000,
-            "x",
-            "failed" if fmt in failed else "passed",
-            decode_tokens_per_s=speed,
-        )
-        for fmt, speed in speeds.items()
-    )
     (root / name).mkdir(parents=True)
-    Manifest(name, "llama", {}, None, "t", arts, "now", "0").save(root / name)
+    made_up(speeds, failed, name=name).save(root / name)
 
 
 @pytest.mark.parametrize(

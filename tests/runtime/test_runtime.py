@@ -12,13 +12,13 @@ import pytest
 
 from balabol.cli import main as cli
 from balabol.errors import ArtifactError, ConfigError
-from balabol.manifest import FORMATS, Artifact, Manifest
 from runtime import GenerationConfig, load, loader
 from runtime.base import TextStream
 from runtime.loader import choose
 from runtime.sampling import Sampler
 from runtime.scheduler import QueueFull, Scheduler
 from runtime.session import ChatSession, Persona, fit
+from tests.conftest import made_up
 
 PROMPTS = [
     [{"role": "user", "content": "Hello there"}],
@@ -218,23 +218,6 @@ def test_auto_and_family_aliases_pick_the_fastest_passed_format(root, exported_l
         b = load("llama", alias, root=root)
         assert b.format == fastest, (alias, speeds)
         b.close()
-
-
-def made_up(speeds: dict[str, float | None], failed: tuple[str, ...] = ()) -> Manifest:
-    """A manifest whose files `choose` ranks: only statuses, sizes and speeds matter."""
-    arts = tuple(
-        Artifact(
-            fmt,
-            FORMATS[fmt][0],
-            FORMATS[fmt][1],
-            1000,
-            "x",
-            "failed" if fmt in failed else "passed",
-            decode_tokens_per_s=speed,
-        )
-        for fmt, speed in speeds.items()
-    )
-    return Manifest("m", "llama", {}, None, "t", arts, "now", "0")
 
 
 @pytest.mark.parametrize(
