@@ -135,7 +135,10 @@ class DecoderBackend:
         )
 
     def request(self, messages, config: GenerationConfig) -> tuple[list[int], GenerationConfig]:
-        """The prompt ids of a chat and the config to answer it with."""
+        """The prompt ids of a chat and the config to answer it with; a `str` instead of
+        messages is plain text to continue (no chat template, no control token parsed)."""
+        if isinstance(messages, str):
+            return encode_text(self.tokenizer, messages), config
         if self.tokenizer.chat_template == FEW_SHOT_TEMPLATE:
             # a base model continues the transcript: its reply ends where the next turn starts
             config = replace(config, stop=(*config.stop, *FEW_SHOT_STOP))

@@ -23,7 +23,6 @@ from collections.abc import Hashable, Iterator
 from dataclasses import dataclass
 
 from balabol.errors import BalabolError
-from balabol.prompt import encode_text
 from runtime.base import GenerationConfig
 from runtime.decoding import Decoding
 
@@ -197,10 +196,7 @@ class Scheduler:
             job.pieces.put(_DONE)
             return None
         try:
-            if isinstance(job.messages, str):  # plain text: no chat template
-                ids, config = encode_text(self.backend.tokenizer, job.messages), job.config
-            else:
-                ids, config = self.backend.request(job.messages, job.config)
+            ids, config = self.backend.request(job.messages, job.config)
             d = Decoding(
                 self.backend.tokenizer,
                 ids,
