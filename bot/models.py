@@ -5,6 +5,11 @@ library is installed. `ModelPool.get` loads it on first use (off the event loop)
 `runtime.scheduler.Scheduler`; at most `max_loaded` stay in memory. `reload` re-reads the
 manifests and hot-swaps changed files: requests already queued finish on the old model.
 
+With $BALABOL_REMOTE_URL set, an OpenAI-compatible server (runtime/remote_backend.py) is one
+more choice, format "remote": the bot runs on the small box and generation where the
+hardware is. `BALABOL_FORMAT=remote` makes it the default; with no artifact at all it is the
+only choice.
+
 Example: `BALABOL_FORMATS=gguf-q4_k_m,onnx-int8 balabol bot` offers only those two.
 """
 
@@ -14,6 +19,7 @@ import asyncio
 import hashlib
 import importlib.util
 import logging
+import os
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
@@ -23,8 +29,9 @@ from pathlib import Path
 from balabol.errors import ArtifactError, BalabolError
 from balabol.manifest import Manifest
 from balabol.settings import DEFAULT_ARTIFACT
-from runtime.loader import ALIASES, BACKENDS, SPEED_ORDER, ranked
+from runtime.loader import ALIASES, BACKENDS, REMOTE, SPEED_ORDER, ranked
 from runtime.loader import parallel as resolve_parallel
+from runtime.remote_backend import MODEL_ENV, URL_ENV
 from runtime.scheduler import Scheduler
 
 log = logging.getLogger(__name__)
@@ -45,6 +52,8 @@ class Choice:
 
     @property
     def label(self) -> str:
+        if self.format == REMOTE:
+            return f"{self.artifact} · remote server"
         return f"{self.artifact} · {self.format} · {self.bytes / 2**20:.0f} MB"
 
 
@@ -87,6 +96,14 @@ def scan(root: Path, formats: list[str] | None = None) -> list[Choice]:
     return sorted(out, key=lambda c: (c.artifact, SPEED_ORDER.index(c.format)))
 
 
+def remote_choice(formats: list[str] | None = None) -> Choice | None:
+    """The server at $BALABOL_REMOTE_URL as a choice (named by $BALABOL_REMOTE_MODEL, else
+    "remote"), when it is set and BALABOL_FORMATS does not leave "remote" out."""
+    if not os.environ.get(URL_ENV, "").strip() or (formats and REMOTE not in formats):
+        return None
+    return Choice(os.environ.get(MODEL_ENV, "").strip() or REMOTE, REMOTE, 0, "")
+
+
 class ModelPool:
     def __init__(
         self,
@@ -108,24 +125,33 @@ class ModelPool:
         if load is None:
             from runtime.loader import load
         self._load = load
-        self.choices: list[Choice] = scan(self.root, self.formats)
+        self.choices: list[Choice] = self._scan()
         self._loaded: OrderedDict[tuple[str, str], Loaded] = OrderedDict()  # LRU order
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
         self._retiring: set[threading.Thread] = set()
 
     # --- choosing --------------------------------------------------------------------------
+    def _scan(self) -> list[Choice]:
+        remote = remote_choice(self.formats)
+        return [*scan(self.root, self.formats), *([remote] if remote else [])]
+
     def check(self) -> None:
         """Raise a clear error when there is nothing to serve."""
         if not self.choices:
             raise ArtifactError(
                 f"no usable model in {self.root.resolve()}: no manifest with a passed format "
                 "whose backend is installed; build one with `make export` (or set "
-                "BALABOL_ARTIFACTS to where your artifacts are)"
+                f"BALABOL_ARTIFACTS to where your artifacts are, or {URL_ENV} to an "
+                "OpenAI-compatible server)"
             )
         self.default()
 
     def default(self) -> Choice:
-        names = sorted({c.artifact for c in self.choices})
+        local = [c for c in self.choices if c.format != REMOTE]
+        remote = self.find(None, REMOTE)
+        if remote is not None and (self.default_format == REMOTE or not local):
+            return remote
+        names = sorted({c.artifact for c in local})
         artifact = self.default_artifact or (
             DEFAULT_ARTIFACT if DEFAULT_ARTIFACT in names else names[0]
         )
@@ -140,7 +166,10 @@ class ModelPool:
 
     def find(self, artifact: str | None, fmt: str | None) -> Choice | None:
         """The artifact's choice for a format, or for an alias (auto, gguf) the fastest one
-        as `--format` picks it (runtime.loader `ranked`: by the speed measured at export)."""
+        as `--format` picks it (runtime.loader `ranked`: by the speed measured at export).
+        There is one remote server: format "remote" finds it whatever the artifact."""
+        if fmt == REMOTE:
+            return next((c for c in self.choices if c.format == REMOTE), None)
         mine = {c.format: c for c in self.choices if c.artifact == artifact}
         fmt = fmt or "auto"
         if fmt not in ALIASES:
@@ -205,7 +234,7 @@ class ModelPool:
     async def reload(self) -> ReloadReport:
         """Re-read the manifests; swap loaded models whose file changed or vanished."""
         old = {(c.artifact, c.format): c for c in self.choices}
-        self.choices = await asyncio.to_thread(scan, self.root, self.formats)
+        self.choices = await asyncio.to_thread(self._scan)
         new = {(c.artifact, c.format): c for c in self.choices}
         swapped = []
         for key, loaded in list(self._loaded.items()):

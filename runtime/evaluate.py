@@ -6,6 +6,7 @@ data/NAME/val.jsonl.
     balabol eval --data data/me --artifact me --format torch # an exported artifact's hf/ files
     balabol eval --data data/me --artifact me --format onnx-int8   # ... or any exported file:
     balabol eval --data data/me --artifact me --format gguf-q4_k_m # onnx, onnx-int8, gguf-*
+    BALABOL_REMOTE_URL=http://gpu-box:8000/v1 balabol eval --data data/me --format remote
 
 What is measured, on the first --limit samples of val.jsonl (runtime/score.py):
 - loss, perplexity and bits per byte on the assistant replies, teacher-forced, exactly the
@@ -21,6 +22,10 @@ Every model is scored by a runtime backend (runtime/loader.py `open_file`): a ba
 adapter (merged on load) by the torch backend, an exported file by the backend the bot runs
 it with, so the numbers are those of the file the bot serves. Every format of an artifact
 reads the same token ids (its hf/ tokenizer).
+
+`--format remote` asks an OpenAI-compatible server (runtime/remote_backend.py; --artifact,
+if given, is the model name to ask for) for the replies: ROUGE-L, BLEU and speed only, since
+the server returns no logits to score.
 
 The numbers go to data/NAME/eval/<model>.json; the printed table lists every model
 evaluated on that data set so far, so runs (and formats of one artifact) compare side by side.
@@ -46,6 +51,7 @@ from balabol.prompt import BOS_TOKEN, EOS_TOKEN
 from balabol.samples import data_files, read_jsonl
 from balabol.settings import artifacts_dir
 from runtime import score
+from runtime.loader import REMOTE
 
 LIMIT = 200  # samples scored; greedy decoding on a CPU costs about a second per reply
 EVAL_DIR = "eval"
@@ -82,9 +88,15 @@ class EvalConfig:
             raise ConfigError(
                 "--artifact is a complete model; pass it alone, or --base/--adapter instead"
             )
-        if self.format not in FORMATS:
-            raise ConfigError(f"--format {self.format!r}: known formats are {', '.join(FORMATS)}")
-        if self.format != "torch" and not self.artifact:
+        if self.format not in (*FORMATS, REMOTE):
+            known = ", ".join((*FORMATS, REMOTE))
+            raise ConfigError(f"--format {self.format!r}: known formats are {known}")
+        if self.format == REMOTE and (self.base or self.adapter):
+            raise ConfigError(
+                "--format remote evaluates the model an OpenAI-compatible server holds; "
+                "drop --base/--adapter (--artifact names the server's model, if needed)"
+            )
+        if self.format not in ("torch", REMOTE) and not self.artifact:
             raise ConfigError(
                 f"--format {self.format} is the format of an exported artifact; pass "
                 "--artifact NAME too (a base or an adapter is evaluated with torch; "
@@ -101,6 +113,8 @@ class EvalConfig:
 
     @property
     def label(self) -> str:
+        if self.format == REMOTE:
+            return f"remote-{self.artifact or 'default'}".replace("/", "-")
         if self.artifact:
             return f"artifact-{self.artifact}-{self.format}"
         if self.adapter:
@@ -152,6 +166,8 @@ def run(cfg: EvalConfig, *, log: Callable[[str], None] = print) -> dict[str, Any
     if not samples:
         raise DataError(f"{val_path} has no sample with an assistant reply to score")
     # 2. the model, and 3. the numbers
+    if cfg.format == REMOTE:
+        return _write(cfg, val_path, t, *_remote(cfg, samples, log), log=log)
     exported = cfg.artifact and cfg.format != "torch"
     model = open_exported(cfg, samples) if exported else open_torch(cfg)
     log(f"evaluating {cfg.label} on {len(samples)} samples of {val_path}")
@@ -166,9 +182,22 @@ def run(cfg: EvalConfig, *, log: Callable[[str], None] = print) -> dict[str, Any
         )
     finally:
         model.backend.close()
+    return _write(cfg, val_path, t, model.source, result, log=log)
+
+
+def _remote(cfg: EvalConfig, samples, log) -> tuple[dict, dict]:
+    from runtime.loader import load
+
+    backend = load(cfg.artifact or REMOTE, REMOTE)
+    log(f"evaluating {cfg.label} ({backend.url}) on {len(samples)} samples; no logits remotely")
+    result = score.score_replies(backend, samples, max_new_tokens=cfg.max_new_tokens)
+    return {"url": backend.url, "model": backend.model or "(the server's default)"}, result
+
+
+def _write(cfg: EvalConfig, val_path: Path, t: float, source, result, *, log) -> dict[str, Any]:
     result = {
         "model": cfg.label,
-        "source": model.source,
+        "source": source,
         "data": str(val_path),
         "limit": cfg.limit,
         "max_new_tokens": cfg.max_new_tokens,
@@ -345,10 +374,11 @@ def table(path: Path, *, current: str) -> str:
         except (json.JSONDecodeError, OSError):
             continue
     results = [r for r in results if all(k in r for k, _, _ in COLUMNS)]
-    results.sort(key=lambda r: r["bits_per_byte"])
+    # remote results have no log-loss (None): they come last
+    results.sort(key=lambda r: (r["bits_per_byte"] is None, r["bits_per_byte"] or 0.0))
     rows = [tuple(h for _, h, _ in COLUMNS)]
     for r in results:
-        cells = [fmt.format(r[k]) for k, _, fmt in COLUMNS]
+        cells = ["—" if r[k] is None else fmt.format(r[k]) for k, _, fmt in COLUMNS]
         cells[0] = ("* " if r["model"] == current else "  ") + cells[0]
         rows.append(tuple(cells))
     widths = [max(len(r[i]) for r in rows) for i in range(len(COLUMNS))]

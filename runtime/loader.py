@@ -228,11 +228,12 @@ def load(
     `parallel`: how many chats the gguf backend decodes together (its KV slots).
     "remote" is no local file: an OpenAI-compatible server from $BALABOL_REMOTE_URL
     (runtime/remote_backend.py), asked for $BALABOL_REMOTE_MODEL, else `artifact` unless
-    it is the default (then the server's default model)."""
+    it is the default or "remote" (then the server's default model)."""
     if fmt == REMOTE:
         from runtime.remote_backend import RemoteBackend
 
-        return RemoteBackend.from_env(model=None if artifact == DEFAULT_ARTIFACT else artifact)
+        named = artifact not in (DEFAULT_ARTIFACT, REMOTE)
+        return RemoteBackend.from_env(model=artifact if named else None)
     path = artifact_dir(artifact, root)
     manifest = Manifest.load(path)
     entry = choose(manifest, fmt)

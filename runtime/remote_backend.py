@@ -10,7 +10,8 @@ Ollama, or `balabol serve` on another machine), so `balabol chat`, `generate`, t
 Replies stream as server-sent events over the standard library's HTTP client: no `openai`
 dependency at runtime, and the same blocking-iterator shape as the local backends, so the
 scheduler and chat sessions drive it unchanged. Besides OpenAI's sampling fields it sends
-`top_k` and `repetition_penalty`, which balabol serve, vLLM and llama.cpp's server read.
+`top_k`, and the repetition penalty under both its names: `repetition_penalty` (vLLM,
+balabol serve) and `repeat_penalty` (llama.cpp's server and llama-cpp-python's).
 
 It has no tokenizer: the server holds the model, so it cannot score logits (perplexity),
 and a chat session trims history on an estimate (REMOTE_CHARS_PER_TOKEN) while the server
@@ -49,8 +50,9 @@ class RemoteBackend:
     model: str | None = None
     context_length: int = CONTEXT
     format: str = "remote"
-    last_stats: Stats | None = None
     tokenizer: None = None  # the server has it
+    # it only forwards requests: the scheduler keeps `parallel` of them open at once
+    concurrent: bool = True
 
     def __post_init__(self):
         self.url = self.url.rstrip("/")
@@ -62,6 +64,12 @@ class RemoteBackend:
         if not self.url.endswith("/v1"):
             self.url += "/v1"
         self.artifact = self.model or self.url
+        self._local = threading.local()
+
+    @property
+    def last_stats(self) -> Stats | None:
+        """The stats of the calling thread's last reply (requests run in several threads)."""
+        return getattr(self._local, "stats", None)
 
     @classmethod
     def from_env(cls, model: str | None = None) -> RemoteBackend:
@@ -134,6 +142,7 @@ class RemoteBackend:
             "top_p": config.top_p,
             "top_k": config.top_k,
             "repetition_penalty": config.repetition_penalty,
+            "repeat_penalty": config.repetition_penalty,
             **({"seed": config.seed} if config.seed is not None else {}),
             **({"stop": list(config.stop)} if config.stop else {}),
         }
@@ -166,7 +175,7 @@ class RemoteBackend:
             raise RemoteError(f"{self.url}/{route}: the reply stream broke off ({e})") from e
         finally:
             resp.close()  # a reply stopped early: closing tells the server to cancel it
-            self.last_stats = Stats(
+            self._local.stats = Stats(
                 prompt_tokens=(usage or {}).get("prompt_tokens", 0),
                 new_tokens=(usage or {}).get("completion_tokens", n),
                 ttft=ttft,

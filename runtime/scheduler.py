@@ -4,7 +4,9 @@ A worker thread owns the model. With a backend that can hold several sequences (
 backend's `engine`), every step is one model call carrying the next token of each running
 reply plus a chunk of at most one new prompt, so a long prompt never stalls the others and
 new requests join between steps. Up to `parallel` replies run at once; the rest wait in
-line and can see their position. Other backends serve one reply at a time.
+line and can see their position. Other backends serve one reply at a time, except a
+backend that only forwards requests (`concurrent`, the remote backend): `parallel` worker
+threads then keep that many requests open at the server, which batches them itself.
 
 Each request names its chat (`key`): its KV state is kept between turns, so the next turn
 reads only its new message (runtime/gguf_engine.py).
@@ -79,14 +81,23 @@ class Scheduler:
         self.backend = backend
         self.max_queue = max_queue
         self.engine = getattr(backend, "engine", None)
-        slots = len(self.engine.slots) if self.engine is not None else 1
+        concurrent = getattr(backend, "concurrent", False)
+        if self.engine is not None:
+            slots = len(self.engine.slots)
+        else:
+            slots = max(parallel or 1, 1) if concurrent else 1
         self.parallel = min(parallel or slots, slots)
         self._waiting: deque[Job] = deque()
         self._cond = threading.Condition()
         self._closed = False
         run = self._run_batched if self.engine is not None else self._run_single
-        self._worker = threading.Thread(target=run, name="balabol-generate", daemon=True)
-        self._worker.start()
+        workers = self.parallel if concurrent else 1
+        self._workers = [
+            threading.Thread(target=run, name="balabol-generate", daemon=True)
+            for _ in range(workers)
+        ]
+        for w in self._workers:
+            w.start()
 
     def submit(
         self,
@@ -246,4 +257,5 @@ class Scheduler:
                 for job in self._waiting:
                     job.cancel()
             self._cond.notify_all()
-        self._worker.join()
+        for w in self._workers:
+            w.join()

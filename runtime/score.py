@@ -8,6 +8,8 @@ read a model's numbers from the same backend (and the same file) that serves its
   puts the loss on (`balabol.labels`); ROUGE-L and BLEU of the greedy reply to each sample's
   last assistant turn (`DecoderBackend.greedy_batch`, the decode loop the bot runs); and the
   speed of those replies.
+- `score_replies`: the reply numbers alone, for a backend that holds no model here (the
+  remote backend: an OpenAI-compatible server returns no logits to score).
 
 Example: `balabol eval --data data/me --artifact me --format gguf-q4_k_m`.
 """
@@ -175,9 +177,39 @@ def score(
     )
 
 
+def score_replies(
+    backend, samples: Sequence[Sample], *, max_new_tokens: int = MAX_NEW_TOKENS
+) -> dict[str, Any]:
+    """ROUGE-L, BLEU and speed of greedy replies asked of a backend by messages (its server
+    applies the chat template); loss, perplexity and bits per byte are None: no logits."""
+    from tqdm.auto import tqdm
+
+    from runtime.base import GenerationConfig
+
+    prompts, references, asked = last_turns(samples)
+    config = GenerationConfig.greedy(max_new_tokens)
+    replies, reply_tokens, seconds = [], 0, 0.0
+    for messages in tqdm(prompts, desc="replies", unit="reply"):
+        t = time.perf_counter()
+        replies.append(backend.generate(messages, config).rstrip("\ufffd").strip())
+        seconds += time.perf_counter() - t
+        reply_tokens += backend.last_stats.new_tokens  # as the server counted them
+    return numbers(
+        samples,
+        None,
+        0.0,
+        asked,
+        references,
+        replies,
+        tokenizer=None,
+        reply_seconds=seconds,
+        reply_tokens=reply_tokens,
+    )
+
+
 def numbers(
     samples: Sequence[Sample],
-    encoded: Sequence[Encoded],
+    encoded: Sequence[Encoded] | None,
     total_nll: float,
     asked: Sequence[str],
     references: Sequence[str],
@@ -185,21 +217,28 @@ def numbers(
     *,
     tokenizer,
     reply_seconds: float,
+    reply_tokens: int | None = None,
 ) -> dict[str, Any]:
-    n_tokens = sum(e.n_targets for e in encoded)
-    # the replies' text re-tokenized: counted the same way for every format of a model
-    reply_tokens = sum(len(tokenizer(r, add_special_tokens=False)["input_ids"]) for r in replies)
-    n_bytes = sum(e.target_bytes for e in encoded)
-    loss = total_nll / n_tokens
+    """The result's numbers; with no `encoded` (nothing teacher-forced) the log-loss ones
+    are None."""
+    if reply_tokens is None:  # the replies' text re-tokenized: the same for every format
+        reply_tokens = sum(
+            len(tokenizer(r, add_special_tokens=False)["input_ids"]) for r in replies
+        )
+    n_tokens = sum(e.n_targets for e in encoded) if encoded else None
+    n_bytes = sum(e.target_bytes for e in encoded) if encoded else None
+    loss = total_nll / n_tokens if encoded else None
     cand = [metrics.words(r) for r in replies]
     refs = [metrics.words(r) for r in references]
     return {
         "samples": len(samples),
         "target_tokens": n_tokens,
         "target_bytes": n_bytes,
-        "loss": round(loss, 6),
-        "perplexity": round(math.exp(min(loss, 50.0)), 4),
-        "bits_per_byte": round(metrics.bits_per_byte(total_nll, n_bytes), 6),
+        "loss": None if loss is None else round(loss, 6),
+        "perplexity": None if loss is None else round(math.exp(min(loss, 50.0)), 4),
+        "bits_per_byte": (
+            None if loss is None else round(metrics.bits_per_byte(total_nll, n_bytes), 6)
+        ),
         "rouge_l": round(sum(map(metrics.rouge_l, cand, refs)) / len(cand), 6),
         "bleu": round(metrics.corpus_bleu(cand, refs), 6),
         # speed as eval generates: batched for torch, one reply at a time (as served) otherwise

@@ -72,3 +72,37 @@ def test_remote_errors_name_the_url_and_the_fix(serve, monkeypatch):
 def test_remote_cannot_score_logits():
     with pytest.raises(RemoteError, match="cannot score logits"):
         RemoteBackend("http://localhost:1/v1").logits([1, 2, 3])
+
+
+def test_eval_scores_the_replies_of_a_remote_server(serve, exported_llama, tmp_path, monkeypatch):
+    from runtime import evaluate
+    from runtime.evaluate import EvalConfig
+    from tests.training.helpers import PAIRS, chat, write_data, write_jsonl
+
+    root, manifest = exported_llama
+    data = write_data(tmp_path / "toy", n_train=1, n_val=1)
+    write_jsonl(data / "val.jsonl", [{"messages": chat(u, r)} for u, r in PAIRS])
+    monkeypatch.setenv("BALABOL_REMOTE_URL", serve().url)
+    monkeypatch.setenv("BALABOL_REMOTE_KEY", KEY)
+    lines: list[str] = []
+
+    def run(**kw):
+        cfg = EvalConfig(data=data, artifacts_dir=root, max_new_tokens=8, **kw)
+        return evaluate.run(cfg, log=lines.append)
+
+    local = run(artifact=manifest.name, format="onnx")
+    remote = run(artifact="llama/onnx", format="remote")
+    # the server's greedy replies are the local file's, so the reply numbers are too
+    assert [e["reply"] for e in remote["examples"]] == [e["reply"] for e in local["examples"]]
+    assert (remote["rouge_l"], remote["bleu"]) == (local["rouge_l"], local["bleu"])
+    assert remote["reply_tokens"] == local["reply_tokens"]
+    assert remote["perplexity"] is remote["bits_per_byte"] is remote["loss"] is None
+    assert remote["source"] == {"url": serve_url(lines), "model": "llama/onnx"}
+    # the table lists the remote run last, its log-loss columns blank
+    last = lines[-1].splitlines()
+    row = next(r.split() for r in last if "remote-llama-onnx" in r)
+    assert row[:5] == ["*", "remote-llama-onnx", str(len(PAIRS)), "—", "—"]
+
+
+def serve_url(lines: list[str]) -> str:
+    return next(line.split("(")[1].split(")")[0] for line in lines if "remote-" in line)
