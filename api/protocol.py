@@ -2,8 +2,8 @@
 and errors written as OpenAI's JSON, so any OpenAI client (the `openai` package, curl
 scripts, chat UIs) talks to `balabol serve` unchanged.
 
-Beyond OpenAI's fields a request may set `top_k` and `repetition_penalty` (as llama.cpp's
-and vLLM's servers accept them); a field left out takes `balabol chat`'s default
+Beyond OpenAI's fields a request may set `top_k` and `repetition_penalty` (vLLM's name; the
+llama.cpp servers' `repeat_penalty` is read too); a field left out takes `balabol chat`'s default
 (runtime.base.GenerationConfig), so `temperature: 0` alone still applies the default
 repetition penalty of 1.1.
 
@@ -108,6 +108,10 @@ def _number(body, name, kind=(int, float)):
     return v
 
 
+def _first(*values):
+    return next((v for v in values if v is not None), None)
+
+
 def _config(body: dict[str, Any]) -> GenerationConfig:
     """A GenerationConfig from OpenAI's sampling fields; its own checks give the ranges."""
     if _number(body, "n", int) not in (None, 1):
@@ -127,7 +131,9 @@ def _config(body: dict[str, Any]) -> GenerationConfig:
         "temperature": _number(body, "temperature"),
         "top_p": _number(body, "top_p"),
         "top_k": _number(body, "top_k", int),
-        "repetition_penalty": _number(body, "repetition_penalty"),
+        "repetition_penalty": _first(
+            _number(body, "repetition_penalty"), _number(body, "repeat_penalty")
+        ),
         "seed": _number(body, "seed", int),
         "stop": tuple(stop) if stop else None,
     }
