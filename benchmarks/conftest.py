@@ -10,6 +10,9 @@ results/<timestamp>.json, a markdown table and a PNG chart (see README).
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -33,7 +36,11 @@ def pytest_addoption(parser):
     g.addoption("--multichat-chats", default="4,8", help="chats talking at once, per run")
     g.addoption("--multichat-turns", type=int, default=6, help="turns per chat")
     g.addoption("--multichat-new-tokens", type=int, default=48, help="tokens per reply")
-    g.addoption("--multichat-formats", default="gguf-q4_k_m", help="gguf formats, comma-separated")
+    g.addoption(
+        "--multichat-formats",
+        default="gguf-q4_k_m,onnx-int8",
+        help="formats, comma-separated (llama-server runs the gguf ones)",
+    )
     g.addoption("--multichat-sweep", default="1,2,4,8", help="parallel streams to measure")
     g.addoption(
         "--llama-server",
@@ -49,6 +56,27 @@ def _manifest(config) -> tuple[Path, Manifest]:
     if not (root / name / "manifest.json").is_file():
         pytest.exit(f"no artifact {name!r} in {root}: run `make export` first", returncode=2)
     return root, Manifest.load(root / name)
+
+
+def run_script(script: Path, bench: dict, fmt: str, *args: str, threads: bool = True) -> dict:
+    """A benchmark script run in a fresh process on the bench's artifact and `fmt` (a
+    process's memory high-water mark is its own); the JSON of its last stdout line."""
+    cmd = [
+        sys.executable,
+        str(script),
+        "--root",
+        str(bench["root"]),
+        "--artifact",
+        bench["manifest"].name,
+        "--format",
+        fmt,
+        *args,
+        *(["--threads", str(bench["threads"])] if threads and bench["threads"] else []),
+    ]
+    out = subprocess.run(cmd, capture_output=True, text=True)
+    if out.returncode != 0:
+        pytest.fail(f"{script.name} {' '.join(args)} failed for {fmt}:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def pytest_generate_tests(metafunc):

@@ -2,12 +2,19 @@
 aggregate tokens/s and peak memory, for one contender.
 
     python benchmarks/multichat.py --root artifacts --artifact NAME --format gguf-q4_k_m \
-        --contender ours --chats 4 [--turns 6 --new-tokens 48]
+        --contender ours --chats 4 [--turns 6 --new-tokens 48 --pattern roundrobin]
     python benchmarks/multichat.py ... --contender sweep --chats 1,2,4,8   # throughput only
 
-Each chat has its own system prompt and questions; turn k of every chat is submitted at
-once (as users would send them), the next round starts when every reply has ended, and each
-reply (48 tokens, greedy, eos ignored) joins its chat's history. Contenders:
+Each chat has its own system prompt and questions, and each reply (48 tokens, greedy, eos
+ignored) joins its chat's history. Two patterns:
+
+- roundrobin (issue #15's scenario): the chats take turns, one request at a time: chat 1's
+  turn k, chat 2's turn k, ..., then turn k+1. Each request waits for nobody, so its TTFT
+  shows what the chats do to each other's KV state (a single cache re-reads every history);
+- together: turn k of every chat is submitted at once (as a crowd would send them), the
+  next round starts when every reply has ended: the prompts compete for the 2 cores.
+
+Contenders:
 
 - baseline: today's single stream: one slot, no KV state kept (`BALABOL_KV_CACHE_MB=0`),
   the chats' requests served one after another;
@@ -198,8 +205,9 @@ class LlamaServer:
         self._serve.__exit__(None, None, None)
 
 
-def talk(model, chats: int, turns: int, config) -> dict:
-    """Every chat's turn k at once, k = 0..turns-1; TTFT per turn, aggregate tokens/s."""
+def talk(model, chats: int, turns: int, config, pattern: str = "together") -> dict:
+    """Turn k of every chat, k = 0..turns-1, at once (together) or one chat after another
+    (roundrobin); TTFT per turn, aggregate tokens/s."""
     replies: list[list[str]] = [[] for _ in range(chats)]
     # warm-up: first-call allocations are not what a user waits for
     model.ask([(0, [{"role": "user", "content": "Hi"}])], replace(config, max_new_tokens=2))
@@ -208,7 +216,10 @@ def talk(model, chats: int, turns: int, config) -> dict:
     for k in range(turns):
         requests = [(c, conversation(c, k, replies[c])) for c in range(chats)]
         t = time.perf_counter()
-        out = model.ask(requests, config)
+        if pattern == "together":
+            out = model.ask(requests, config)
+        else:
+            out = [model.ask([r], config)[0] for r in requests]
         seconds += time.perf_counter() - t
         ttft.append([o[0] for o in out])
         for c, (_, n, text) in enumerate(out):
@@ -216,6 +227,7 @@ def talk(model, chats: int, turns: int, config) -> dict:
             tokens += n
     return {
         "chats": chats,
+        "pattern": pattern,
         "turns": turns,
         "new_tokens": tokens,
         "seconds": seconds,
@@ -259,6 +271,7 @@ def main(argv=None) -> int:
     )
     ap.add_argument("--chats", default="4", help="number of chats (sweep: a list, 1,2,4,8)")
     ap.add_argument("--turns", type=int, default=6)
+    ap.add_argument("--pattern", choices=("roundrobin", "together"), default="roundrobin")
     ap.add_argument("--new-tokens", type=int, default=48)
     ap.add_argument("--llama-server", type=Path, help="the llama-server executable")
     ap.add_argument("--threads", type=int, help="threads per model (default: every core)")
@@ -292,7 +305,7 @@ def main(argv=None) -> int:
         parallel = chats if a.contender == "ours" else 1
         model = Ours(a.root, a.artifact, a.format, parallel=parallel, threads=threads)
     try:
-        res = talk(model, chats, a.turns, config)
+        res = talk(model, chats, a.turns, config, a.pattern)
         res["peak_rss_mb"] = model.rss()
     finally:
         model.close()

@@ -6,14 +6,9 @@ llama-cpp-python's `create_chat_completion` on the shipped Q4_1 file (benchmarks
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 
-import pytest
-
-from benchmarks.conftest import RESULTS
+from benchmarks.conftest import RESULTS, run_script
 
 RUNNER = Path(__file__).with_name("decode_loop.py")
 
@@ -25,31 +20,15 @@ def pytest_generate_tests(metafunc):
         _, manifest = _manifest(metafunc.config)
         have = {a.format for a in manifest.artifacts if a.status != "skipped"}
         wanted = metafunc.config.getoption("--multichat-formats").split(",")
-        metafunc.parametrize("loop_fmt", [f for f in wanted if f in have])
+        # the bare loop is llama.cpp's own: GGUF files only
+        metafunc.parametrize("loop_fmt", [f for f in wanted if f in have and f.startswith("gguf")])
 
 
 def test_decode_loop(benchmark, bench, loop_fmt):
-    cmd = [
-        sys.executable,
-        str(RUNNER),
-        "--root",
-        str(bench["root"]),
-        "--artifact",
-        bench["manifest"].name,
-        "--format",
-        loop_fmt,
-        "--new-tokens",
-        str(bench["new_tokens"]),
-        "--repeats",
-        str(bench["repeats"]),
-        *(["--threads", str(bench["threads"])] if bench["threads"] else []),
-    ]
+    args = ("--new-tokens", str(bench["new_tokens"]), "--repeats", str(bench["repeats"]))
 
     def run():
-        out = subprocess.run(cmd, capture_output=True, text=True)
-        if out.returncode != 0:
-            pytest.fail(f"decode_loop failed for {loop_fmt}:\n{out.stderr[-3000:]}")
-        return json.loads(out.stdout.strip().splitlines()[-1])
+        return run_script(RUNNER, bench, loop_fmt, *args)
 
     r = benchmark.pedantic(run, rounds=1, iterations=1)
     benchmark.extra_info.update(r)

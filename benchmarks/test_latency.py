@@ -2,38 +2,19 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from benchmarks.conftest import RESULTS
+from benchmarks.conftest import RESULTS, run_script
 
 PROBE = Path(__file__).with_name("probe.py")
 NO_PEER = ("lstm",)  # Balabol's own graph with (h, c) state: nothing else runs it
 
 
 def probe(bench, fmt: str, peer: bool) -> dict:
-    cmd = [
-        sys.executable,
-        str(PROBE),
-        "--root",
-        str(bench["root"]),
-        "--artifact",
-        bench["manifest"].name,
-        "--format",
-        fmt,
-        "--repeats",
-        str(bench["repeats"]),
-        "--new-tokens",
-        str(bench["new_tokens"]),
-    ] + (["--peer"] if peer else [])
-    out = subprocess.run(cmd, capture_output=True, text=True)
-    if out.returncode != 0:
-        pytest.fail(f"probe failed for {fmt} (peer={peer}):\n{out.stderr[-2000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    args = ("--repeats", str(bench["repeats"]), "--new-tokens", str(bench["new_tokens"]))
+    return run_script(PROBE, bench, fmt, *args, *(["--peer"] if peer else []), threads=False)
 
 
 def test_ours(benchmark, bench, fmt):

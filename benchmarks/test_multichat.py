@@ -1,6 +1,7 @@
 """Several chats at once on one GGUF: today's single stream, ours (a KV state per chat,
-batched decode) and llama-server, side by side; plus the parallel-streams sweep that sets
-runtime/loader.py's AUTO_PARALLEL.
+batched decode) and llama-server, side by side, with the chats taking turns (roundrobin,
+issue #15's scenario) and all sending at once (together); plus the parallel-streams sweep
+that sets runtime/loader.py's AUTO_PARALLEL.
 
     python -m pytest benchmarks/test_multichat.py --artifact smollm2-135m-instruct \
         [--multichat-chats 4,8 --multichat-formats gguf-q4_k_m --llama-server build]
@@ -11,17 +12,21 @@ one (format, chats) run back to back, so a slow spell on the machine hits all of
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from benchmarks.conftest import RESULTS
+from benchmarks.conftest import RESULTS, run_script
 
 RUNNER = Path(__file__).with_name("multichat.py")
 CONTENDERS = ("baseline", "ours", "llama-server")
+# (pattern, contender): the old single stream is measured in the issue's scenario only
+CASES = [
+    *(("roundrobin", c) for c in CONTENDERS),
+    ("together", "ours"),
+    ("together", "llama-server"),
+]
+RESULT_KEY = {"roundrobin": "chats", "together": "together"}  # where report.py reads them
 
 
 def _formats(config, manifest) -> list[str]:
@@ -38,9 +43,9 @@ def pytest_generate_tests(metafunc):
     fmts = _formats(metafunc.config, manifest)
     if "contender" in metafunc.fixturenames:
         chats = [int(c) for c in metafunc.config.getoption("--multichat-chats").split(",")]
-        cases = [(f, n, c) for f in fmts for n in chats for c in CONTENDERS]
-        ids = [f"{f}-{n}chats-{c}" for f, n, c in cases]
-        metafunc.parametrize(("mc_fmt", "chats", "contender"), cases, ids=ids)
+        cases = [(f, n, p, c) for f in fmts for n in chats for p, c in CASES]
+        ids = [f"{f}-{n}chats-{p}-{c}" for f, n, p, c in cases]
+        metafunc.parametrize(("mc_fmt", "chats", "pattern", "contender"), cases, ids=ids)
     else:
         metafunc.parametrize("mc_fmt", fmts)
 
@@ -63,14 +68,9 @@ def llama_server(pytestconfig):
 
 def run(bench, fmt: str, contender: str, chats: str, *extra: str) -> dict:
     cfg = bench["multichat"]
-    cmd = [
-        sys.executable,
-        str(RUNNER),
-        "--root",
-        str(bench["root"]),
-        "--artifact",
-        bench["manifest"].name,
-        "--format",
+    return run_script(
+        RUNNER,
+        bench,
         fmt,
         "--contender",
         contender,
@@ -80,13 +80,8 @@ def run(bench, fmt: str, contender: str, chats: str, *extra: str) -> dict:
         str(cfg["turns"]),
         "--new-tokens",
         str(cfg["new_tokens"]),
-        *(["--threads", str(bench["threads"])] if bench["threads"] else []),
         *extra,
-    ]
-    out = subprocess.run(cmd, capture_output=True, text=True)
-    if out.returncode != 0:
-        pytest.fail(f"{contender} failed for {fmt} ({chats} chats):\n{out.stderr[-3000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    )
 
 
 @pytest.fixture(scope="session")
@@ -98,21 +93,22 @@ def mc(bench, pytestconfig):
     return RESULTS.setdefault("multichat", {"formats": {}, **bench["multichat"]})
 
 
-def test_multichat(benchmark, bench, mc, llama_server, mc_fmt, chats, contender):
-    extra = ()
+def test_multichat(benchmark, bench, mc, llama_server, mc_fmt, chats, pattern, contender):
+    extra = ("--pattern", pattern)
+    if contender == "llama-server" and not mc_fmt.startswith("gguf"):
+        pytest.skip(f"llama-server reads GGUF files, not {mc_fmt}")
     if contender == "llama-server":
         exe, why = llama_server
         if exe is None:
             mc["formats"].setdefault(mc_fmt, {}).setdefault("skipped", why)
             pytest.skip(f"llama-server: {why}")
-        extra = ("--llama-server", str(exe))
+        extra = (*extra, "--llama-server", str(exe))
     r = benchmark.pedantic(
         run, args=(bench, mc_fmt, contender, str(chats), *extra), rounds=1, iterations=1
     )
     benchmark.extra_info.update(r)
-    mc["formats"].setdefault(mc_fmt, {}).setdefault("chats", {}).setdefault(str(chats), {})[
-        contender
-    ] = r
+    runs = mc["formats"].setdefault(mc_fmt, {}).setdefault(RESULT_KEY[pattern], {})
+    runs.setdefault(str(chats), {})[contender] = r
     assert r["new_tokens"] == chats * mc["turns"] * mc["new_tokens"]
     assert len(r["ttft_p50_ms"]) == mc["turns"] and r["aggregate_tps"] > 0
 

@@ -71,18 +71,24 @@ def test_bench_smoke(exported_llama, tmp_path):
     assert "- chat data (" in md and "| uniform | packed, one row per batch (default) |" in md
     # the multi-chat suite and the decode-loop comparison, in miniature
     fmt = data["multichat"]["formats"]["gguf-q4_k_m"]
-    runs = fmt["chats"]["2"]
-    assert {"baseline", "ours"} <= set(runs)
-    for r in runs.values():
+    runs = fmt["chats"]["2"]  # round robin, the scenario
+    assert {"baseline", "ours"} <= set(runs) and set(fmt["together"]["2"]) >= {"ours"}
+    for r in [*runs.values(), *fmt["together"]["2"].values()]:
         assert r["new_tokens"] == 2 * 2 * 4 and len(r["ttft_p50_ms"]) == 2
         assert r["aggregate_tps"] > 0 and r["peak_rss_mb"] > 0
+    assert (runs["ours"]["pattern"], fmt["together"]["2"]["ours"]["pattern"]) == (
+        "roundrobin",
+        "together",
+    )
     assert fmt["solo"]["new_tokens"] == 2 * 4
     assert set(fmt["sweep"]) == {"1", "2"}
     assert set(data["multichat_targets"]["gguf-q4_k_m"]) >= {"ttft_vs_solo", "tps_vs_single"}
     loop = data["decode_loop"]["gguf-q4_k_m"]
     assert loop["bare"] > 0 and loop["ours"] > 0 and loop["ours_sampling"] > 0
-    assert "| gguf-q4_k_m | 2 | Balabol: parallel = chats, a KV state per chat |" in md
-    assert "| gguf-q4_k_m | 2 | one stream, no KV state kept (before #15) |" in md
+    ours = "Balabol: parallel = chats, a KV state per chat"
+    assert f"| gguf-q4_k_m | 2 | round robin | {ours} |" in md
+    assert f"| gguf-q4_k_m | 2 | together | {ours} |" in md
+    assert "| gguf-q4_k_m | 2 | round robin | one stream, no KV state kept (before #15) |" in md
     assert "bare `llama_decode` loop" in md
 
 
