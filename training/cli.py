@@ -65,6 +65,13 @@ class Dialogues(DialoguesConfig):
 
 @_resolved
 @dataclass(frozen=True)
+class Corpus(CorpusConfig):
+    # `--separator ---` is a value, not an option
+    separator: Annotated[str, Parameter(allow_leading_hyphen=True)] = "line"
+
+
+@_resolved
+@dataclass(frozen=True)
 class Cleaning(CleanConfig):
     # the steps come from the per-step flags (Steps below), not from one --steps list
     steps: Annotated[frozenset[str], Parameter(parse=False)] = DEFAULT_STEPS
@@ -123,7 +130,8 @@ def telegram(
     split: Annotated[Split, _flags("Split", 3)] = Split(),
 ) -> int:
     """A Telegram Desktop export (one chat or a whole account) -> data/NAME/: the persona's
-    messages become the assistant's replies."""
+    messages become the assistant's replies; a channel's posts (or those of an export where
+    only the persona wrote) become samples after a prompt in the posts' language."""
     from training.data import telegram as reader
 
     return _build("telegram", reader.read, config, input, name, out_dir, steps, cleaning, split)
@@ -134,7 +142,10 @@ def dialogues(
     *,
     input: Annotated[
         Path | None,
-        Parameter(help="the question/answer table: parquet, jsonl, csv or tsv (required)"),
+        Parameter(
+            help='a question/answer table (parquet, jsonl, csv, tsv) or "- " dialogues (txt); '
+            "text ones also as .gz or .xz (required)"
+        ),
     ] = None,
     name: Name = None,
     out_dir: OutDir = None,
@@ -143,7 +154,8 @@ def dialogues(
     cleaning: Annotated[Cleaning, _flags("Cleaning", 2)] = Cleaning(),
     split: Annotated[Split, _flags("Split", 3)] = Split(),
 ) -> int:
-    """A question/answer table -> data/NAME/: one-turn samples (user: question, assistant: answer)."""
+    """A dialogue set -> data/NAME/: a question/answer table gives one-turn samples (user:
+    question, assistant: answer); "- " dialogues give multi-turn samples, speakers alternating."""
     from training.data import dialogues as reader
 
     return _build("dialogues", reader.read, config, input, name, out_dir, steps, cleaning, split)
@@ -152,10 +164,12 @@ def dialogues(
 @data.command
 def corpus(
     *,
-    input: Annotated[Path | None, Parameter(help="the text file (required)")] = None,
+    input: Annotated[
+        Path | None, Parameter(help="the text file, also as .gz or .xz (required)")
+    ] = None,
     name: Name = None,
     out_dir: OutDir = None,
-    config: Annotated[CorpusConfig, _flags("Corpus", 1)] = CorpusConfig(),
+    config: Annotated[Corpus, _flags("Corpus", 1)] = Corpus(),
     steps: Annotated[Steps, _flags("Cleaning", 2)] = DEFAULT_STEP_FLAGS,
     cleaning: Annotated[Cleaning, _flags("Cleaning", 2)] = Cleaning(),
     split: Annotated[Split, _flags("Split", 3)] = Split(),

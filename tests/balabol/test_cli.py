@@ -51,8 +51,14 @@ SOURCE_FLAGS = {
         "--media",
         "--sticker-emoji",
         "--chat",
+        "--mode",
+        "--prompt",
+        "--signatures",
     },
-    "dialogues": {"--question-column", "--answer-column", "--session-column", "--batch-rows"},
+    "dialogues": {
+        *("--question-column", "--answer-column", "--session-column", "--batch-rows"),
+        "--max-turns",
+    },
     "corpus": {"--separator", "--prompt"},
 }
 SHARED_FLAGS = {"--input", "--name", "--out-dir", "--dedup", "--min-chars", "--max-chars"}
@@ -66,7 +72,7 @@ def test_a_data_source_help_lists_only_its_own_options(source, capsys):
     shown = flags_in(capsys.readouterr().out)
     others = set().union(*(f for s, f in SOURCE_FLAGS.items() if s != source))
     assert SOURCE_FLAGS[source] | SHARED_FLAGS <= shown
-    assert not shown & others
+    assert not shown & (others - SOURCE_FLAGS[source])  # --prompt, --max-turns: shared names
     assert "--ignore-eos" not in shown and "--steps" not in shown  # fields kept off the CLI
 
 
@@ -234,10 +240,10 @@ def test_a_bad_value_is_one_readable_line(capsys):
 
 def test_a_bad_choice_names_the_choices(capsys):
     with pytest.raises(SystemExit):
-        main(["data", "corpus", "--input", "x", "--name", "n", "--separator", "tab"])
+        main(["data", "telegram", "--input", "x", "--name", "n", "--mode", "chat"])
     assert capsys.readouterr().err == (
-        "error: --separator: invalid choice: 'tab' (choose from line, blank)\n"
-        "see: balabol data corpus --help\n"
+        "error: --mode: invalid choice: 'chat' (choose from auto, dialogue, posts)\n"
+        "see: balabol data telegram --help\n"
     )
 
 

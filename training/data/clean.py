@@ -2,23 +2,35 @@
 duplicate removal on whole samples. Letters are never touched: Russian (ё included), case
 and punctuation stay as written.
 
-Text steps, in the order they run (`--no-NAME` turns a default one off, `--emoji` turns
-emoji removal on):
+Text steps, in the order they run (`--no-NAME` turns a default one off, `--NAME` turns an
+optional one on):
 
     markup    HTML tags and entities, BBCode, **markdown** remnants   -> kept inner text
+    headers   "Anna, [23.08.2023 13:11]" lines of copied messages     -> removed
     emails    a.b@example.com                                          -> <email>
     links     https://…, www.…, t.me/…, example.ru/path                -> <url>
+    domains   a bare domain name: Gazeta.ru, habr.com        (optional) -> <url>
     mentions  @username, and the names of forwarded-from senders       -> <user>
+              (in any case: "Золотые Анекдоты" also takes "золотые анекдоты")
     hashtags  #tag                                                     -> removed
-    dates     2023-08-23, 23.08.2023, 23 августа 2023, Aug 23 / 13:11  -> <date> / <time>
+    dates     2023-08-23, 23.08.2023, 9 мая, Aug 23 / 17:20  (optional) -> <date> / <time>
     cards     13-19 digits in groups of four (card-like numbers)       -> <card>
     phones    +7 (999) 123-45-67, 8-800-555-35-35, +1 202 555 0143     -> <phone>
               (10 to 15 digits; shorter local numbers are kept)
-    emoji     emoji, flags, skin tones, keycaps (off by default)       -> removed
+    emoji     emoji, flags, skin tones, keycaps              (optional) -> removed
 
-PII (emails, links, mentions, names, dates, cards, phones) becomes a placeholder, so the
-model still learns that "something went here"; `--no-placeholders` removes it instead.
-Whitespace is always tidied (runs of spaces to one, at most one blank line, ends stripped).
+Metadata goes, content stays: a message's own date is never in its text, so a date, a time
+or a site's name inside a text is something its author wrote ("9 мая", "в 17:20", "прочёл на
+Gazeta.ru") and is kept unless `--dates` / `--domains` ask otherwise. PII (emails, links,
+mentions, names, cards, phones) becomes a placeholder, so the model still learns that
+"something went here"; `--no-placeholders` removes it instead. Whitespace is always tidied
+(runs of spaces to one, at most one blank line, ends stripped).
+
+A reply is dropped (counted as `mostly_replaced`) when the steps that replace (emails, links,
+domains, mentions, dates, cards, phones) took more than half of its words: a reply that
+was only a date or a link would teach the model to answer "<date>". Prompts keep such
+words: "<url>" is a message the bot can be sent. `Cleaner.clean` applies this rule for
+every importer; a text emptied by cleaning is dropped as `cleaned_away`.
 
 Sample filters: replies (assistant characters) outside `--min-chars`..`--max-chars` are
 dropped (0 turns a bound off), and duplicates: `--dedup exact` drops repeats of a whole
@@ -26,7 +38,7 @@ sample, `--dedup normalized` (default) also repeats differing only in case, punc
 spaces and ё/е. Duplicates are found after reading, over 8-byte hashes, so memory stays
 at ~16 bytes per sample.
 
-Example: `balabol data telegram --input result.json --name me --persona Anna --no-dates --emoji`
+Example: `balabol data telegram --input result.json --name me --persona Anna --no-links --emoji`
 """
 
 from __future__ import annotations
@@ -54,16 +66,17 @@ class Step:
     help: str
     apply: Callable[[str, Cleaner], tuple[str, int]]  # (text, cleaner) -> (text, replacements)
     default: bool = True
+    replaces: bool = False  # puts a placeholder for words (PII): counts towards mostly_replaced
 
 
 STEPS: dict[str, Step] = {}  # in the order they run
 
 
-def step(name: str, help: str, *, default: bool = True):
+def step(name: str, help: str, *, default: bool = True, replaces: bool = False):
     """Register a text step: a function (text, cleaner) -> (new text, replacements made)."""
 
     def register(fn: Callable[[str, Cleaner], tuple[str, int]]):
-        STEPS[name] = Step(name, help, fn, default)
+        STEPS[name] = Step(name, help, fn, default, replaces)
         return fn
 
     return register
@@ -120,10 +133,24 @@ def _markup(text: str, cleaner: Cleaner) -> tuple[str, int]:
     return text, n
 
 
+# "Anna, [23.08.2023 13:11]" or "Ben, [1/1/70, 1:00 AM]": the header Telegram Desktop puts
+# above each message copied as text; metadata pasted into a message, not its content
+_HEADER = re.compile(
+    r"^[^\S\n]*[^\n\[\]]{1,64}, \[[^\]\n]{0,24}\d{1,2}:\d{2}[^\]\n]{0,12}\][^\S\n]*(?:\n|\Z)", re.M
+)
+
+
+@step("headers", "'Name, [date time]' header lines of messages copied as text (removed)")
+def _headers(text: str, cleaner: Cleaner) -> tuple[str, int]:
+    if ", [" not in text:
+        return text, 0
+    return _HEADER.subn("", text)
+
+
 _EMAIL = re.compile(r"(?<![\w.+-])[\w.+-]+@[\w-]+(?:\.[\w-]+)*\.[^\W\d_]{2,}(?!\w)")
 
 
-@step("emails", "e-mail addresses -> <email>")
+@step("emails", "e-mail addresses -> <email>", replaces=True)
 def _emails(text: str, cleaner: Cleaner) -> tuple[str, int]:
     if "@" not in text:
         return text, 0
@@ -131,17 +158,14 @@ def _emails(text: str, cleaner: Cleaner) -> tuple[str, int]:
 
 
 _TLDS = "com|org|net|ru|su|ua|by|kz|io|me|info|dev|app|ly|gg|tv|co|рф"
-_LINK = re.compile(
-    r"(?:\bhttps?://|\bwww\.)\S+"
-    rf"|(?<![\w@.-])(?:[a-z0-9-]+\.)+(?:{_TLDS})(?![\w-])(?:/\S*)?",
-    re.IGNORECASE,
-)
+_DOMAIN = rf"(?<![\w@./-])(?:[a-z0-9-]+\.)+(?:{_TLDS})"
+_LINK = re.compile(r"(?:\bhttps?://|\bwww\.)\S+" rf"|{_DOMAIN}/\S*", re.IGNORECASE)
+_BARE_DOMAIN = re.compile(rf"{_DOMAIN}(?![\w-])(?:/\S*)?", re.IGNORECASE)
 _LINK_HINT = re.compile(rf"://|www\.|\.(?:{_TLDS})(?![\w-])", re.IGNORECASE)
 _TRAILING = re.compile(r"[.,!?;:)\]»\"'…]+$")  # sentence punctuation after a link is not the link
 
 
-@step("links", "links (http, www, t.me, bare domains) -> <url>")
-def _links(text: str, cleaner: Cleaner) -> tuple[str, int]:
+def _urls(pattern: re.Pattern[str], text: str, cleaner: Cleaner) -> tuple[str, int]:
     if not _LINK_HINT.search(text):
         return text, 0
     n = 0
@@ -152,13 +176,28 @@ def _links(text: str, cleaner: Cleaner) -> tuple[str, int]:
         tail = _TRAILING.search(m.group())
         return ("<url>" if cleaner.config.placeholders else "") + (tail.group() if tail else "")
 
-    return _LINK.sub(repl, text), n
+    return pattern.sub(repl, text), n
+
+
+@step("links", "links (http, www, t.me/…, x.ru/path) -> <url>", replaces=True)
+def _links(text: str, cleaner: Cleaner) -> tuple[str, int]:
+    return _urls(_LINK, text, cleaner)
+
+
+@step(
+    "domains",
+    "bare domain names (Gazeta.ru) -> <url> (off by default: a site named in a text is content)",
+    default=False,
+    replaces=True,
+)
+def _domains(text: str, cleaner: Cleaner) -> tuple[str, int]:
+    return _urls(_BARE_DOMAIN, text, cleaner)
 
 
 _MENTION = re.compile(r"(?<![\w@])@[A-Za-z][A-Za-z0-9_]{2,31}(?!\w)")
 
 
-@step("mentions", "@usernames and forwarded-from sender names -> <user>")
+@step("mentions", "@usernames and forwarded-from sender names (any case) -> <user>", replaces=True)
 def _mentions(text: str, cleaner: Cleaner) -> tuple[str, int]:
     n = 0
     if "@" in text:
@@ -199,7 +238,12 @@ _DATE = re.compile(
 _TIME = re.compile(r"\b(?:[01]?\d|2[0-3]):[0-5]\d(?::[0-5]\d)?(?:\s?[ap]\.?m\b\.?)?", re.I)
 
 
-@step("dates", "dates -> <date> and times of day -> <time>")
+@step(
+    "dates",
+    "dates -> <date> and times of day -> <time> (off by default: a date in a text is content)",
+    default=False,
+    replaces=True,
+)
 def _dates(text: str, cleaner: Cleaner) -> tuple[str, int]:
     if not _DIGIT.search(text):  # every date and time has a digit
         return text, 0
@@ -218,7 +262,7 @@ def _digits(s: str) -> int:
 _CARD = re.compile(r"(?<![\d-])\d{4}(?:[ -]?\d{4}){2}[ -]?\d{1,7}(?!\d)")
 
 
-@step("cards", "card-like numbers (13-19 digits) -> <card>")
+@step("cards", "card-like numbers (13-19 digits) -> <card>", replaces=True)
 def _cards(text: str, cleaner: Cleaner) -> tuple[str, int]:
     if not _DIGIT.search(text):
         return text, 0
@@ -231,7 +275,7 @@ _PHONE = re.compile(
 )
 
 
-@step("phones", "phone numbers (10-15 digits) -> <phone>")
+@step("phones", "phone numbers (10-15 digits) -> <phone>", replaces=True)
 def _phones(text: str, cleaner: Cleaner) -> tuple[str, int]:
     if not _DIGIT.search(text):
         return text, 0
@@ -310,7 +354,15 @@ _AROUND_NEWLINE = re.compile(r" ?\n ?")
 _BLANK_LINES = re.compile(r"\n{3,}")
 _SPACE_BEFORE_PUNCT = re.compile(r" +([.,!?;:])")
 _NOT_WORD = re.compile(r"[\W_]+")
-_REMOVING = frozenset({"hashtags", "emoji"})  # steps that delete even with placeholders on
+_REMOVING = frozenset({"headers", "hashtags", "emoji"})  # steps that delete with placeholders on
+_PLACEHOLDER = re.compile(r"<(?:email|url|user|date|time|card|phone)>")
+_WORD_CHAR = re.compile(r"\w")
+
+
+def words(text: str) -> int:
+    """Words of a text, placeholders not counted: whitespace-separated pieces with a letter or
+    a digit outside any placeholder ("<url>," is none, "Пиши" one)."""
+    return sum(1 for w in text.split() if _WORD_CHAR.search(_PLACEHOLDER.sub("", w)))
 
 
 def tidy(text: str) -> str:
@@ -349,20 +401,46 @@ class Cleaner:
             alternatives = "|".join(
                 re.escape(n) for n in sorted(self._names, key=len, reverse=True)
             )
-            self._names_re = re.compile(rf"(?<!\w)(?:{alternatives})(?!\w)")
+            # a channel's name is written in any case in its posts ("золотые анекдоты")
+            self._names_re = re.compile(rf"(?<!\w)(?:{alternatives})(?!\w)", re.IGNORECASE)
         return self._names_re
 
-    def text(self, text: str) -> str:
-        """The text after every enabled step, whitespace tidied."""
+    def _apply(self, text: str) -> tuple[str, int]:
+        """(the text after every enabled step, whitespace tidied; the words it had before the
+        first step that replaces took any, or 0 when none did)."""
         removed = False
+        before: str | None = None  # the text as the replacing steps found it
+        replaced = False
         for s in self._steps:
+            if s.replaces and before is None:
+                before = text
             text, n = s.apply(text, self)
             if n:
                 self.counts.changed[s.name] += n
                 removed = removed or not self.config.placeholders or s.name in _REMOVING
+                replaced = replaced or s.replaces
         text = tidy(text)
         # a removed word leaves "see ." behind; only then are such spaces ours to fix
-        return _SPACE_BEFORE_PUNCT.sub(r"\1", text) if removed else text
+        text = _SPACE_BEFORE_PUNCT.sub(r"\1", text) if removed else text
+        return text, (words(before) if replaced and before is not None else 0)
+
+    def text(self, text: str) -> str:
+        """The text after every enabled step, whitespace tidied."""
+        return self._apply(text)[0]
+
+    def clean(self, raw: str, *, reply: bool = True) -> tuple[str, str | None]:
+        """(the cleaned text, None) or ("", why it is dropped: a REASONS key). The same rule
+        for every importer: a text with nothing in it is `empty`, one cleaning emptied is
+        `cleaned_away`, and a reply whose words the replacing steps mostly took is
+        `mostly_replaced` (a prompt keeps them)."""
+        if not raw.strip():
+            return "", "empty"
+        text, before = self._apply(raw)
+        if not text:
+            return "", "cleaned_away"
+        if reply and before and 2 * words(text) < before:
+            return "", "mostly_replaced"
+        return text, None
 
     def bounded(self, sample: Sample) -> bool:
         """Whether the sample's replies are within --min-chars..--max-chars (counts drops)."""

@@ -1,10 +1,16 @@
-"""Question/answer tables -> one-turn chat samples (user: question, assistant: answer).
+"""Dialogue sets -> chat samples: question/answer tables, and dialogues written as text.
 
-Reads parquet (pyarrow, in record batches), jsonl (one object per line) and csv/tsv (with a
-header row), like the public `russian_dialogues.parquet` (columns `question`, `answer`).
-Column names are options; a missing column is an error that lists the columns there are.
-Each row is its own session unless `--session-column` groups rows (a dialogue id, say), so
-one group never lands in both train and val. Empty cells drop the row (counted).
+Tables: parquet (pyarrow, in record batches), jsonl (one object per line) and csv/tsv (with
+a header row), like the public `russian_dialogues.parquet` (columns `question`, `answer`),
+give one-turn samples (user: question, assistant: answer). Column names are options; a
+missing column is an error that lists the columns there are. Each row is its own session
+unless `--session-column` groups rows (a dialogue id, say), so one group never lands in both
+train and val. Empty cells drop the row (counted).
+
+Text (.txt): dialogues of "- " turns separated by blank lines, multi-turn (turns.py).
+
+Text files (.txt, .jsonl, .csv, .tsv) may be compressed as .gz or .xz: they are read as they
+are decompressed.
 
 Example: `balabol data dialogues --input russian_dialogues.parquet --name qa --question-column question --answer-column answer`
 """
@@ -18,8 +24,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from balabol.errors import ConfigError, DataError, require
+from training.data import turns
 from training.data.clean import Cleaner
-from training.data.sample import Sample, open_text, require_file
+from training.data.sample import COMPRESSED, Sample, open_text, plain_suffix, require_file
 
 Row = dict  # a row's values by column name
 
@@ -35,6 +42,8 @@ class DialoguesConfig:
     """a column grouping rows into sessions (default: each row is one)"""
     batch_rows: int = 10_000
     """parquet rows read at a time"""
+    max_turns: int = 8
+    """turns per sample of a "- " dialogue text (user and assistant): the context window"""
 
     def __post_init__(self):
         for flag, value in (("--question-column", self.question), ("--answer-column", self.answer)):
@@ -42,6 +51,11 @@ class DialoguesConfig:
                 raise ConfigError(f"{flag} must name a column")
         if not isinstance(self.batch_rows, int) or self.batch_rows < 1:
             raise ConfigError(f"batch_rows {self.batch_rows!r}: must be a whole number >= 1")
+        if not isinstance(self.max_turns, int) or self.max_turns < 2:
+            raise ConfigError(
+                f"--max-turns {self.max_turns!r}: must be a whole number >= 2 "
+                "(a sample needs a user turn and a reply)"
+            )
 
     @property
     def columns(self) -> list[str]:
@@ -102,19 +116,34 @@ def _jsonl(path: Path, config: DialoguesConfig) -> Iterator[Row]:
             yield obj
 
 
+def _fields(path: Path, line: int, header: int, more: bool) -> DataError:
+    return DataError(
+        f"{path}: line {line} has {'more' if more else 'fewer'} fields than the header's "
+        f"{header}; the file may be cut short, or a field holds the delimiter or a newline "
+        'unquoted: quote such fields ("...") or export the table again'
+    )
+
+
 def _delimited(delimiter: str) -> Callable[[Path, DialoguesConfig], Iterator[Row]]:
     def rows(path: Path, config: DialoguesConfig) -> Iterator[Row]:
         # a long answer can pass csv's default 128 KiB field limit
         csv.field_size_limit(max(csv.field_size_limit(), 64 << 20))
         with open_text(path, desc=path.name) as f:
-            reader = csv.DictReader(f, delimiter=delimiter)
-            names = list(reader.fieldnames or [])
-            if any(c not in names for c in config.columns):
-                raise _missing(path, config, names)
+            # strict: a quote left open (a file cut short) is an error, not one huge field
+            reader = csv.DictReader(f, delimiter=delimiter, strict=True)
             try:
-                yield from reader
+                names = list(reader.fieldnames or [])
+                if any(c not in names for c in config.columns):
+                    raise _missing(path, config, names)
+                for row in reader:
+                    if None in row or None in row.values():  # more fields, or fewer
+                        raise _fields(path, reader.reader.line_num, len(names), None in row)
+                    yield row
             except csv.Error as e:
-                raise DataError(f"{path}: line {reader.line_num} is not valid CSV ({e})") from e
+                raise DataError(
+                    f"{path}: line {reader.reader.line_num} is not valid CSV ({e}); the file may be "
+                    "cut short: export it again"
+                ) from e
 
     return rows
 
@@ -125,6 +154,7 @@ FORMATS: dict[str, Callable[[Path, DialoguesConfig], Iterator[Row]]] = {
     ".csv": _delimited(","),
     ".tsv": _delimited("\t"),
 }
+TEXT = ".txt"  # "- " dialogues (turns.py)
 
 
 def _cell(value) -> str:
@@ -134,28 +164,34 @@ def _cell(value) -> str:
 
 
 def read(path: Path, config: DialoguesConfig, cleaner: Cleaner) -> Iterator[Sample]:
-    """One sample per row: [user: question, assistant: answer]."""
+    """One sample per row of a table, or per window of a "- " dialogue text."""
+    names = ", ".join([*FORMATS, TEXT])
     path = require_file(
         path,
         what="dialogue set",
-        fix=f"pass a {', '.join(FORMATS)} file with question and answer columns as --input",
+        fix=f"pass a {names} file (tables with question and answer columns; .txt with "
+        '"- " dialogues) as --input',
     )
-    rows = FORMATS.get(path.suffix.lower())
-    if rows is None:
+    suffix = plain_suffix(path)
+    compressed = path.suffix.lower() in COMPRESSED
+    if suffix == TEXT:
+        yield from turns.read(path, config.max_turns, cleaner)
+        return
+    rows = FORMATS.get(suffix)
+    if rows is None or (compressed and rows is _parquet):
+        shown = "".join(path.suffixes[-2:]) if compressed else path.suffix
         raise DataError(
-            f"{path}: cannot read '{path.suffix}' files as a dialogue set; the formats are "
-            f"{', '.join(FORMATS)}"
+            f"{path}: cannot read '{shown}' files as a dialogue set; the formats are "
+            f"{names} (text ones also as .gz or .xz)"
         )
     counts = cleaner.counts
     for n, row in enumerate(rows(path, config), 1):
         counts.read["rows"] += 1
-        raw_q, raw_a = _cell(row[config.question]), _cell(row[config.answer])
-        if not raw_q.strip() or not raw_a.strip():
-            counts.drop("empty")
-            continue
-        question, answer = cleaner.text(raw_q), cleaner.text(raw_a)
-        if not question or not answer:
-            counts.drop("cleaned_away")
+        question, why = cleaner.clean(_cell(row[config.question]), reply=False)
+        if not why:
+            answer, why = cleaner.clean(_cell(row[config.answer]))
+        if why:
+            counts.drop(why)
             continue
         session = _cell(row[config.session]) if config.session else ""
         yield Sample(

@@ -197,6 +197,7 @@ def write(
             read=dict(counts.read),
             dropped=dict(counts.dropped.most_common()),
             changed=dict(counts.changed.most_common()),
+            notes=list(counts.notes),
             warnings=[],
         )
         if not stats["val"]["samples"]:
@@ -237,5 +238,6 @@ def table(stats: dict) -> str:
     w1 = max(len(r[1]) for r in rows)
     lines = [f"{stats['out_dir']}: {TRAIN_FILE}, {VAL_FILE}, {STATS_FILE}"]
     lines += [f"  {a:<{w0}}  {b:>{w1}}  {c}".rstrip() for a, b, c in rows]
+    lines += [f"note: {n}" for n in stats.get("notes", ())]
     lines += [f"warning: {w}" for w in stats["warnings"]]
     return "\n".join(lines)

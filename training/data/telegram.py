@@ -1,19 +1,36 @@
 """Telegram Desktop export -> chat samples in which the persona is the assistant.
 
-Reads one chat's `result.json` or a full-account export (`chats.list` and `left_chats.list`;
-its owner is the default persona). The file is streamed with ijson, 16 KB at a time, and
-messages are turned into samples as they come, so a 500 MB export never becomes 500 MB of
-Python objects: memory stays at a few hundred KB whatever the file's size.
+Reads one chat's `result.json` or a full-account export (telegram_export.py streams it, so
+memory stays at a few hundred KB whatever the file's size), in two passes:
+1. a survey of each chat: who wrote text, the signatures (signatures.py), the letters of the
+   persona's messages;
+2. the samples, emitted as messages come.
+
+Whose words: `--persona` (a sender's name or from_id), else, by chat, the channel itself
+(every post of a channel is from it), Saved Messages' owner, or the owner of a full-account
+export.
+
+Each chat is read one of two ways (`--mode`, default auto):
+- dialogue: the persona answers others (a personal chat, a group);
+- posts: the persona has no one to answer. A channel, a Saved Messages export, or an export
+  in which no one but the persona wrote text: each of the persona's messages (forwards too:
+  what a channel reposts it publishes) becomes [user: --prompt, assistant: the post], its
+  own session. The default prompt is in the posts' language: "Напиши пост." when most of
+  the letters of the persona's posts are Cyrillic, else "Write a post." (neutral: the
+  importer cannot tell jokes from news; `--prompt "Расскажи анекдот."` says it). The
+  summary names each chat read so.
 
 What happens to each message, in order:
 1. service messages (joins, pins, calls) are skipped;
-2. `text`, a string or a list of strings and entity objects, is joined into plain text and
-   cleaned (clean.py); a sticker without text becomes its emoji; other media without text
-   is dropped, or becomes `<photo>`, `<voice>`, … with `--media placeholder`;
+2. `text`, a string or a list of strings and entity objects, is joined into plain text, its
+   signatures (a line or link in most of its sender's messages in the chat) are cut, and it
+   is cleaned (clean.py); a sticker without text becomes its emoji; other media without
+   text is dropped, or becomes `<photo>`, `<voice>`, ... with `--media placeholder`;
 3. a forwarded message keeps its text but never its original sender's name (the `mentions`
-   step also removes that name from later texts) and counts as someone else's words;
-4. the persona's messages are `assistant`, everyone else's `user`; consecutive messages of
-   one side merge into one turn, joined by a newline;
+   step also removes that name, in any case, from later texts) and, in a dialogue, counts
+   as someone else's words;
+4. in a dialogue, the persona's messages are `assistant`, everyone else's `user`;
+   consecutive messages of one side merge into one turn, joined by a newline;
 5. a pause longer than `--gap-minutes` starts a new session, unless the message replies to
    one of the current session (replies hold a conversation together);
 6. each session is cut into samples of at most `--max-turns` turns that start with a user
@@ -25,57 +42,53 @@ Example: `balabol data telegram --input ChatExport/result.json --name me --perso
 
 from __future__ import annotations
 
+import re
 from collections import Counter, OrderedDict
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Literal
 
-from balabol.errors import ConfigError, DataError, require
+from balabol.errors import ConfigError, DataError
+from training.data import signatures
 from training.data.clean import Cleaner
-from training.data.sample import CountingReader, Sample, require_file
+from training.data.sample import Sample
+from training.data.telegram_export import (
+    Chat,
+    Export,
+    export_file,
+    media_kind,
+    stream,
+    text_of,
+    timestamp,
+)
 
 Media = Literal["drop", "placeholder"]
 MEDIA_MODES: tuple[str, ...] = ("drop", "placeholder")
-
-# What marks a message as media, and the placeholder word for it (`<photo>`, ...).
-MEDIA_TYPES = {
-    "sticker": "sticker",
-    "voice_message": "voice",
-    "video_message": "video",
-    "video_file": "video",
-    "animation": "gif",
-    "audio_file": "audio",
-}
-MEDIA_KEYS = {
-    "photo": "photo",
-    "file": "file",
-    "poll": "poll",
-    "location_information": "location",
-    "contact_information": "contact",
-    "game_title": "game",
-    "invoice_information": "invoice",
-}
-
-# Where things sit in the two export layouts (ijson prefixes).
-_LAYOUTS = {"messages": "chat", "chats": "account"}  # the top-level key that tells which
-_ACCOUNT_CHATS = ("chats.list.item", "left_chats.list.item")
-_ACCOUNT_MESSAGES = frozenset(f"{chat}.messages.item" for chat in _ACCOUNT_CHATS)
-_ACCOUNT_FIELDS = {f"{chat}.{key}": key for chat in _ACCOUNT_CHATS for key in ("id", "name")}
-_OWNER = "personal_information.user_id"
-_OPEN, _CLOSE = frozenset({"start_map", "start_array"}), frozenset({"end_map", "end_array"})
-_SCALARS = frozenset({"number", "string", "boolean", "null"})
-_BUF = 16 * 1024  # ijson's read size: it parses a whole read at once, so memory scales with it
+Mode = Literal["auto", "dialogue", "posts"]
+MODES: tuple[str, ...] = ("auto", "dialogue", "posts")
 REPLY_MEMORY = 1000  # recent messages kept per chat, to follow replies to them
+
+# Chats whose messages are posts of one author: Telegram's `type`.
+CHANNELS = frozenset({"public_channel", "private_channel"})
+SAVED = "saved_messages"
+# The prompt before each post when --prompt is not given, by the posts' language.
+POST_PROMPTS = {"ru": "Напиши пост.", "en": "Write a post."}
+LANGUAGES = {"ru": "Russian", "en": "English"}
+_CYRILLIC = re.compile(r"[а-яё]", re.IGNORECASE)
+_LATIN = re.compile(r"[a-z]", re.IGNORECASE)
+_NOTES = 5  # chats named in the summary's note; more are counted
 
 
 @dataclass(frozen=True)
 class TelegramConfig:
     # The docstrings are the help of `balabol data telegram`'s flags.
     persona: str | None = None
-    """whose messages the bot learns: a sender's name or from_id ("user123" or "123") (default: the owner of a full-account export)"""
+    """whose messages the bot learns: a sender's name or from_id ("user123" or "123") (default: a channel itself, else the owner of Saved Messages or of a full-account export)"""
+    mode: Mode = "auto"
+    """dialogue: the persona answers others; posts: each of the persona's messages is a sample after --prompt; auto: posts for a channel, a Saved Messages export, and an export where only the persona wrote text"""
+    prompt: str | None = None
+    """the user turn before each post in posts mode (default: "Напиши пост." for Russian posts, else "Write a post."; "" for none)"""
     gap_minutes: float = 60.0
     """a longer pause (minutes) starts a new session"""
     max_turns: int = 8
@@ -84,6 +97,8 @@ class TelegramConfig:
     """media without text is dropped, or becomes a placeholder (<photo>, <voice>, ...)"""
     sticker_emoji: bool = True
     """a sticker becomes its emoji (--no-sticker-emoji: a sticker is media)"""
+    signatures: bool = True
+    """cut signatures: a line or link in most of a sender's messages in a chat (--no-signatures keeps them)"""
     chats: tuple[str, ...] = ()
     """only these chats (names or ids) of a full-account export"""
 
@@ -97,200 +112,8 @@ class TelegramConfig:
             )
         if self.media not in MEDIA_MODES:
             raise ConfigError(f"--media {self.media!r}: must be one of {', '.join(MEDIA_MODES)}")
-
-
-@dataclass(frozen=True)
-class Chat:
-    key: str  # its id, or its position in the export
-    name: str | None
-
-
-@dataclass
-class _Export:
-    """What the stream has told about the export besides messages."""
-
-    top_keys: list[str] = field(default_factory=list)
-    chat: dict = field(default_factory=dict)  # id, name, type of a single-chat export
-    owner: int | str | None = None  # personal_information.user_id of a full-account export
-
-
-# --- reading the file ------------------------------------------------------------------------
-
-
-def export_file(path: Path) -> Path:
-    """result.json itself, or inside the export folder given."""
-    path = Path(path)
-    if path.is_dir() and (path / "result.json").is_file():
-        path = path / "result.json"
-    return require_file(
-        path,
-        what="Telegram export",
-        fix="export a chat from Telegram Desktop (Export chat history, format: JSON) and "
-        "pass its result.json, or the folder that holds it, as --input",
-    )
-
-
-def _json_error(path: Path, reader: CountingReader, error: Exception) -> DataError:
-    """A DataError placing ijson's (yajl's) error at a line and column of the file."""
-    lines = str(error).split("\n")
-    offset = _locate(reader.chunk, lines[1] if len(lines) > 1 else "")
-    if not reader.chunk:
-        where = f"the end (byte {reader.pos}): the file is cut short"
-    elif offset is None:
-        where = f"bytes {reader.chunk_start}-{reader.pos} (from line {reader.lines + 1})"
-    else:
-        line = reader.lines + reader.chunk.count(b"\n", 0, offset) + 1
-        column = offset - reader.chunk.rfind(b"\n", 0, offset)
-        # yajl stops just after the token it could not take: "near", not "at"
-        where = f"line {line}, column {column} (byte {reader.chunk_start + offset})"
-    return DataError(
-        f"{path} is not valid JSON: {lines[0]} near {where}. Re-export the chat from Telegram "
-        "Desktop (format: JSON), or fix the file there"
-    )
-
-
-def _locate(chunk: bytes, context: str) -> int | None:
-    """The error's offset in the chunk, from yajl's context line: 10 spaces (40 - offset when
-    offset < 30), then the chunk's bytes around the error with newlines as spaces, the error
-    always at column 40. None when it cannot be matched (then the chunk is reported)."""
-    if not context.startswith(" " * 10):
-        return None
-    shown = context[10:].encode("utf-8")  # bytes shown[30] is the error
-    flat = chunk.replace(b"\n", b" ").replace(b"\r", b" ")
-    for offset in range(min(30, len(flat) + 1)):  # near the chunk's start: padded by spaces
-        pad = 30 - offset
-        if shown == b" " * pad + flat[: len(shown) - pad]:
-            return offset
-    start = flat.find(shown)
-    return start + 30 if start >= 0 and flat.find(shown, start + 1) < 0 else None
-
-
-@contextmanager
-def _parsing(path: Path, ijson) -> Iterator[CountingReader]:
-    """The file opened for ijson; its JSON errors become DataErrors with a position."""
-    reader = CountingReader(path, desc=path.name)
-    try:
-        yield reader
-    except ijson.JSONError as e:
-        raise _json_error(path, reader, e) from e
-    finally:
-        reader.close()
-
-
-def _probe(path: Path, export: _Export, ijson) -> str:
-    """Read the top of the file, up to its messages: 'chat' (one chat) or 'account'."""
-    with _parsing(path, ijson) as reader:
-        events = ijson.parse(reader, use_float=True, buf_size=_BUF)
-        for prefix, event, value in events:
-            if not prefix and event in _OPEN | _SCALARS and event != "start_map":
-                raise DataError(
-                    f"{path}: expected a JSON object (a Telegram Desktop export's "
-                    f"result.json), found {event.replace('start_', '')} at the top"
-                )
-            if not prefix and event == "map_key":
-                export.top_keys.append(value)
-                if value in _LAYOUTS:
-                    return _LAYOUTS[value]
-            elif prefix in ("id", "name", "type") and event in _SCALARS:
-                export.chat[prefix] = value
-            elif prefix == _OWNER and event in _SCALARS:
-                export.owner = value
-    found = ", ".join(repr(k) for k in export.top_keys) or "none"
-    raise DataError(
-        f"{path} has neither 'messages' (a single-chat export) nor 'chats' (a full-account "
-        f"export); its top-level keys: {found}. Is this a Telegram Desktop JSON export?"
-    )
-
-
-def _chat(meta: dict, n: int) -> Chat:
-    return Chat(str(meta["id"]) if meta.get("id") is not None else f"chat{n}", meta.get("name"))
-
-
-def _one_chat(path: Path, export: _Export, ijson) -> Iterator[tuple[Chat, dict]]:
-    # the common case, and ijson's C object builder: about 4x faster than the loop below
-    chat = _chat(export.chat, 1)
-    with _parsing(path, ijson) as reader:
-        for message in ijson.items(reader, "messages.item", use_float=True, buf_size=_BUF):
-            yield chat, message
-
-
-def _account(path: Path, ijson) -> Iterator[tuple[Chat, dict]]:
-    # chats.list.item = {"name", "type", "id", "messages": [...]}: the chat's fields come
-    # first, so events are followed by hand and only messages are built into objects
-    meta: dict = {}
-    chat: Chat | None = None
-    chats = 0
-    builder, depth = None, 0
-    with _parsing(path, ijson) as reader:
-        for prefix, event, value in ijson.parse(reader, use_float=True, buf_size=_BUF):
-            if builder is not None:  # inside a message
-                builder.event(event, value)
-                if event in _OPEN:
-                    depth += 1
-                elif event in _CLOSE:
-                    depth -= 1
-                    if depth == 0:
-                        yield chat, builder.value
-                        builder = None
-            elif prefix in _ACCOUNT_MESSAGES and event == "start_map":
-                if chat is None:
-                    chats += 1
-                    chat = _chat(meta, chats)
-                builder, depth = ijson.ObjectBuilder(), 1
-                builder.event(event, value)
-            elif prefix in _ACCOUNT_CHATS and event == "start_map":
-                meta, chat = {}, None
-            elif prefix in _ACCOUNT_FIELDS and event in _SCALARS:
-                meta[_ACCOUNT_FIELDS[prefix]] = value
-
-
-def stream(path: Path, export: _Export) -> Iterator[tuple[Chat, dict]]:
-    """(chat, message) pairs of either export layout, one message object at a time."""
-    ijson = require("ijson", extra="train")
-    if _probe(path, export, ijson) == "chat":
-        yield from _one_chat(path, export, ijson)
-    else:
-        yield from _account(path, ijson)
-
-
-# --- one message ---------------------------------------------------------------------------
-
-
-def text_of(value) -> str:
-    """Telegram's `text`: a string, or a list of strings and entities ({"type", "text"})."""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, list):
-        return "".join(
-            p if isinstance(p, str) else str(p.get("text", "")) if isinstance(p, dict) else ""
-            for p in value
-        )
-    return ""
-
-
-def media_kind(message: dict) -> str | None:
-    kind = message.get("media_type")
-    if kind:
-        return MEDIA_TYPES.get(kind, "file")
-    return next((word for key, word in MEDIA_KEYS.items() if key in message), None)
-
-
-def _timestamp(message: dict, path: Path) -> float:
-    try:
-        if message.get("date_unixtime") is not None:
-            return float(message["date_unixtime"])
-        if message.get("date"):
-            return datetime.fromisoformat(message["date"]).timestamp()
-    except (TypeError, ValueError) as e:
-        raise DataError(
-            f"{path}: message {message.get('id')} has an unreadable date "
-            f"({message.get('date_unixtime') or message.get('date')!r}: {e})"
-        ) from e
-    keys = ", ".join(sorted(message))
-    raise DataError(
-        f"{path}: message {message.get('id')} has no 'date' or 'date_unixtime' (it has: {keys}); "
-        "is this a Telegram Desktop JSON export?"
-    )
+        if self.mode not in MODES:
+            raise ConfigError(f"--mode {self.mode!r}: must be one of {', '.join(MODES)}")
 
 
 class _Persona:
@@ -302,6 +125,19 @@ class _Persona:
         return sender_id in self.ids or (name is not None and name.casefold() == self.name)
 
 
+def _persona_of(chat: Chat, config: TelegramConfig, export: Export) -> _Persona | None:
+    """Whose words the chat's samples teach (see the module docstring)."""
+    if config.persona:
+        return _Persona(config.persona)
+    if (chat.type in CHANNELS or chat.type == SAVED) and chat.key.isdigit():
+        return _Persona(chat.key)  # a channel's posts are from channel<id>; Saved Messages' <id>
+    return _Persona(f"user{export.owner}") if export.owner is not None else None
+
+
+def _sender(m: dict) -> tuple[str, str | None]:
+    return str(m.get("from_id") or m.get("from") or "unknown"), m.get("from")
+
+
 def _senders(senders: Counter, names: dict[str, str | None]) -> str:
     top = [
         f"{names.get(s) or '(no name)'!r} ({s}): {n} message{'s' * (n != 1)}"
@@ -311,7 +147,118 @@ def _senders(senders: Counter, names: dict[str, str | None]) -> str:
     return "; ".join(top) + (f"; and {more} more" if more > 0 else "") or "none"
 
 
-# --- sessions and samples ----------------------------------------------------------------------
+# --- the first pass: what each chat is ---------------------------------------------------------
+
+
+@dataclass
+class _Plan:
+    """What the survey learned about one chat, and how the second pass reads it."""
+
+    chat: Chat
+    persona: _Persona | None
+    persona_messages: int = 0
+    persona_texts: int = 0  # the persona's messages with text
+    other_texts: int = 0  # everyone else's
+    letters: Counter = field(default_factory=Counter)  # "ru"/"en" -> letters in the persona's
+    repeats: signatures.Repeats | None = None
+    signatures: frozenset[int] = frozenset()
+    posts: bool = False
+    why: str = ""  # why it is read as posts, for the summary
+    samples: int = 0
+
+    def done(self) -> None:
+        """The chat's messages are all counted: keep its signatures, not its counters."""
+        if self.repeats is not None:
+            self.signatures, self.repeats = self.repeats.signatures(), None
+
+
+def _selected(chat: Chat, wanted: set[str]) -> bool:
+    return not wanted or chat.key in wanted or chat.name in wanted
+
+
+def _survey(
+    path: Path, config: TelegramConfig, export: Export
+) -> tuple[dict[int, _Plan], Counter, dict]:
+    """The first pass: a plan per chat (by its place in the export), and every sender."""
+    plans: dict[int, _Plan] = {}
+    senders: Counter = Counter()
+    names: dict[str, str | None] = {}
+    wanted = set(config.chats)
+    plan: _Plan | None = None
+    for chat, m in stream(path, export):
+        if not isinstance(m, dict):
+            raise DataError(f"{path}: a message must be a JSON object, found {m!r:.60}")
+        if plan is None or plan.chat != chat:
+            if plan is not None:
+                plan.done()
+            plan = plans[chat.n] = _Plan(chat, _persona_of(chat, config, export))
+            plan.repeats = signatures.Repeats() if config.signatures else None
+        if not _selected(chat, wanted) or m.get("type", "message") != "message":
+            continue
+        timestamp(m, path)  # an unreadable date is an error before any sample is made
+        sender, name = _sender(m)
+        senders[sender] += 1
+        names[sender] = name
+        is_persona = plan.persona is not None and plan.persona(sender, name)
+        plan.persona_messages += is_persona
+        value = m.get("text")
+        if not text_of(value).strip():
+            continue
+        if plan.repeats is not None:
+            plan.repeats.add(sender, value)
+        if is_persona:
+            plan.persona_texts += 1
+            text = text_of(value)
+            plan.letters["ru"] += len(_CYRILLIC.findall(text))
+            plan.letters["en"] += len(_LATIN.findall(text))
+        else:
+            plan.other_texts += 1
+    if plan is not None:
+        plan.done()
+    _decide(plans, config, export)
+    return plans, senders, names
+
+
+def _decide(plans: dict[int, _Plan], config: TelegramConfig, export: Export) -> None:
+    """Which chats are posts: with --mode auto, a channel; Saved Messages exported alone; and
+    any chat of an export in which no one but the persona wrote text (a full-account export's
+    Saved Messages, among chats with others, stay a dialogue: the owner's notes to self)."""
+    alone = not any(p.other_texts for p in plans.values())
+    for plan in plans.values():
+        if config.mode == "posts":
+            plan.posts, plan.why = True, "--mode posts"
+        elif config.mode == "dialogue":
+            continue
+        elif plan.chat.type in CHANNELS:
+            plan.posts, plan.why = True, "a channel"
+        elif plan.chat.type == SAVED and export.layout == "chat":
+            plan.posts, plan.why = True, "Saved Messages"
+        elif alone and plan.persona_texts:
+            plan.posts, plan.why = True, "only the persona wrote text"
+
+
+def _language(plans: dict[int, _Plan]) -> str:
+    """'ru' when most letters of the persona's posts are Cyrillic, else 'en'."""
+    letters = sum((p.letters for p in plans.values() if p.posts), Counter())
+    return "ru" if letters["ru"] > letters["en"] else "en"
+
+
+def _notes(plans: dict[int, _Plan], prompt: str, language: str | None) -> list[str]:
+    """What the summary says about the chats read as posts."""
+    posts = [p for p in plans.values() if p.posts and p.samples]
+    as_what = f"samples [user: {prompt!r}, assistant: the post]" if prompt else "samples, no prompt"
+    why = f" (the posts are in {LANGUAGES[language]}; --prompt sets another)" if language else ""
+    notes = [
+        f"{p.chat.name or p.chat.key!r} ({p.why}): the persona has no one to answer, so its "
+        f"{p.samples} post{'s' * (p.samples != 1)} became {as_what}{why}"
+        for p in posts[:_NOTES]
+    ]
+    if len(posts) > _NOTES:
+        notes.append(f"and {len(posts) - _NOTES} more chats were read as posts")
+    return notes
+
+
+# --- the second pass: sessions and samples ------------------------------------------------------
 
 
 class _Conversation:
@@ -382,48 +329,56 @@ def read(path: Path, config: TelegramConfig, cleaner: Cleaner) -> Iterator[Sampl
     """Samples of a Telegram Desktop export (see the module docstring for every rule)."""
     path = export_file(path)
     counts = cleaner.counts
-    export = _Export()
-    senders: Counter = Counter()
-    names: dict[str, str | None] = {}
-    persona: _Persona | None = None
-    resolved = False
-    persona_messages = 0
-    conversation: _Conversation | None = None
+    export = Export()
+    plans, senders, names = _survey(path, config, export)
+    if not any(p.persona_messages for p in plans.values()):
+        if config.persona:
+            problem = f"no message in {path} is from persona {config.persona!r}"
+        else:
+            problem = f"{path} does not say whose account it is, so there is no default persona"
+        raise DataError(
+            f"{problem}. Senders found: {_senders(senders, names)}. "
+            "Pass --persona with one of these names or ids"
+        )
+    language = None if config.prompt is not None else _language(plans)
+    prompt = config.prompt if config.prompt is not None else POST_PROMPTS[language]
     wanted = set(config.chats)
+    conversation: _Conversation | None = None
+    plan: _Plan | None = None
 
-    for chat, m in stream(path, export):
+    for chat, m in stream(Path(path), Export()):
         counts.read["messages"] += 1
-        if not isinstance(m, dict):
-            raise DataError(f"{path}: a message must be a JSON object, found {m!r:.60}")
-        if conversation is None or conversation.chat is not chat:
+        if plan is None or plan.chat != chat:
             if conversation is not None:
                 yield from conversation.close()
-            conversation = _Conversation(chat, config, cleaner)
-        if wanted and chat.key not in wanted and chat.name not in wanted:
+            plan = plans[chat.n]
+            conversation = None if plan.posts else _Conversation(chat, config, cleaner)
+        if not _selected(chat, wanted):
             counts.drop("other_chat")
             continue
         if m.get("type", "message") != "message":
             counts.drop("service")
             continue
-        if not resolved:  # a full-account export names its owner before its chats
-            who = config.persona or (f"user{export.owner}" if export.owner is not None else None)
-            persona, resolved = (_Persona(who) if who else None), True
-
-        sender = str(m.get("from_id") or m.get("from") or "unknown")
-        name = m.get("from")
-        senders[sender] += 1
-        names[sender] = name
-        is_persona = persona is not None and persona(sender, name)
-        persona_messages += is_persona
-        when = _timestamp(m, path)
+        sender, name = _sender(m)
+        is_persona = plan.persona is not None and plan.persona(sender, name)
+        if plan.posts and not is_persona:
+            counts.drop("not_persona")
+            continue
+        when = timestamp(m, path)
         forwarded = m.get("forwarded_from")
         if forwarded:
             cleaner.add_name(forwarded)
+        role = "assistant" if is_persona and (plan.posts or not forwarded) else "user"
 
-        raw = text_of(m.get("text"))
-        text = cleaner.text(raw) if raw.strip() else ""
+        raw, cut = signatures.strip(sender, m.get("text"), plan.signatures)
+        if cut:
+            counts.changed["signatures"] += cut
+        if raw.strip():
+            text, why = cleaner.clean(raw, reply=role == "assistant")
+        else:  # no text, or only a signature
+            text, why = "", "cleaned_away" if cut else None
         kind = media_kind(m)
-        if not text and kind == "sticker" and config.sticker_emoji:
+        if not text and kind == "sticker" and config.sticker_emoji and not why:
             emoji = cleaner.text(m.get("sticker_emoji") or "")
             if emoji:  # the emoji stands for the sticker
                 text, kind = emoji, None
@@ -434,22 +389,18 @@ def read(path: Path, config: TelegramConfig, cleaner: Cleaner) -> Iterator[Sampl
                 counts.drop("media")
                 continue
             else:
-                counts.drop("cleaned_away" if raw.strip() else "empty")
+                counts.drop(why or "empty")
                 continue
         elif kind and config.media == "placeholder":
             text = f"<{kind}> {text}"
 
-        role = "assistant" if is_persona and not forwarded else "user"
-        yield from conversation.add(role, text, when, m.get("id"), m.get("reply_to_message_id"))
+        if plan.posts:
+            plan.samples += 1
+            turns = (("user", prompt), ("assistant", text)) if prompt else (("assistant", text),)
+            yield Sample(turns, f"{chat.key}:post{m.get('id', counts.read['messages'])}")
+        else:
+            yield from conversation.add(role, text, when, m.get("id"), m.get("reply_to_message_id"))
 
     if conversation is not None:
         yield from conversation.close()
-    if not persona_messages:
-        if config.persona:
-            problem = f"no message in {path} is from persona {config.persona!r}"
-        else:
-            problem = f"{path} does not say whose account it is, so there is no default persona"
-        raise DataError(
-            f"{problem}. Senders found: {_senders(senders, names)}. "
-            "Pass --persona with one of these names or ids"
-        )
+    counts.notes.extend(_notes(plans, prompt, language))

@@ -1,4 +1,5 @@
-"""Each cleaning step with exact outputs, with and without placeholders; length bounds,
+"""Each cleaning step with exact outputs, with and without placeholders; what is content
+(dates, domains) stays by default; replies mostly replaced are dropped; length bounds,
 duplicates, and that Russian text comes through untouched."""
 
 from __future__ import annotations
@@ -25,12 +26,24 @@ EXAMPLES = {
         "Жирный & курсив md `код` ссылка https://x.ru",
         8,
     ),
+    "headers": (
+        "Ben, [1/1/70, 1:00 AM]\nMessage copied and pasted.\nАня, [23.08.2023 13:11]\nИ это",
+        "Message copied and pasted.\nИ это",
+        "Message copied and pasted.\nИ это",
+        2,
+    ),
     "emails": ("Пиши на ivan.petrov@mail.ru.", "Пиши на <email>.", "Пиши на.", 1),
     "links": (
         "Смотри https://example.com/a?b=1, www.ya.ru и t.me/durov! А habr.com/ru — тоже.",
         "Смотри <url>, <url> и <url>! А <url> — тоже.",
         "Смотри, и! А — тоже.",
         4,
+    ),
+    "domains": (
+        "Читал на Gazeta.ru и habr.com/ru, а не на example.com.",
+        "Читал на <url> и <url>, а не на <url>.",
+        "Читал на и, а не на.",
+        3,
     ),
     "mentions": (
         "@ivan_petrov, привет! Спроси у @anya.",
@@ -83,30 +96,74 @@ def test_steps_leave_russian_text_alone(name):
 
 
 def test_all_steps_together_in_order():
-    cleaner = Cleaner(CleanConfig.from_flags(on=["emoji"]))
+    cleaner = Cleaner(CleanConfig(steps=frozenset(STEPS)))
     text = "<i>Пиши</i> на a.b@mail.ru или @anya 😀, сайт example.ru #инфо, 23.08.2023 звони 89991234567"
     assert cleaner.text(text) == "Пиши на <email> или <user>, сайт <url>, <date> звони <phone>"
     assert cleaner.counts.changed == {
-        "markup": 2, "emails": 1, "links": 1, "mentions": 1, "hashtags": 1,
+        "markup": 2, "emails": 1, "domains": 1, "mentions": 1, "hashtags": 1,
         "dates": 1, "phones": 1, "emoji": 1,
     }  # fmt: skip
 
 
-def test_forwarded_names_are_replaced_as_words():
+def test_dates_times_and_domains_in_a_text_are_content_by_default():
+    cleaner = Cleaner()
+    text = "Штирлиц проснулся 9 мая в 17:20 и прочёл на Gazeta.ru, что 23.08.2023 отменили"
+    assert cleaner.text(text) == text
+    assert not cleaner.counts.changed
+    # links stay metadata: a URL with a scheme or a path, www., t.me/...
+    assert (
+        cleaner.text("Тут: https://kino.ru/t, kino.ru/t и t.me/kino") == "Тут: <url>, <url> и <url>"
+    )
+
+
+def test_forwarded_names_are_replaced_as_words_in_any_case():
     cleaner = Cleaner(CleanConfig(steps=frozenset({"mentions"})))
     cleaner.add_name("Киноафиша")
+    cleaner.add_name("Золотые Анекдоты")
     cleaner.add_name("Ян")  # too short to replace safely: ignored
-    text = "Киноафиша пишет, Ян читает; Киноафишами не считается"
-    assert cleaner.text(text) == "<user> пишет, Ян читает; Киноафишами не считается"
+    text = "Киноафиша пишет, Ян читает; Киноафишами не считается; КИНОАФИША"
+    assert cleaner.text(text) == "<user> пишет, Ян читает; Киноафишами не считается; <user>"
+    assert cleaner.text("(с) золотые анекдоты") == "(с) <user>"
+
+
+@pytest.mark.parametrize(
+    ("raw", "reply", "expected"),
+    [
+        ("", True, ("", "empty")),
+        ("  \n ", False, ("", "empty")),
+        ("#вечер #кино", True, ("", "cleaned_away")),
+        # a reply that was only a date or a link would teach the bot to answer "<date>"
+        ("9 мая", True, ("", "mostly_replaced")),
+        ("Gazeta.ru", True, ("", "mostly_replaced")),
+        ("https://kino.ru/tickets", True, ("", "mostly_replaced")),
+        ("Смотри https://kino.ru/tickets", True, ("Смотри <url>", None)),  # half: kept
+        ("Пиши на a@b.ru или @anya", True, ("Пиши на <email> или <user>", None)),
+        ("@anya @boris привет", True, ("", "mostly_replaced")),
+        # a prompt may be a link: "<url>" is a message the bot can be sent
+        ("https://kino.ru/tickets", False, ("<url>", None)),
+    ],
+)
+def test_clean_drops_a_reply_cleaning_mostly_replaced(raw, reply, expected):
+    cleaner = Cleaner(CleanConfig.from_flags(on=["dates", "domains"]))
+    assert cleaner.clean(raw, reply=reply) == expected
+
+
+def test_mostly_replaced_counts_words_not_characters():
+    cleaner = Cleaner(CleanConfig.from_flags(on=["dates"], placeholders=False))
+    # a long e-mail is one word of three; a date and a time, three words of seven
+    assert cleaner.clean("Пиши на ivan.petrov.the.longest@example.com") == ("Пиши на", None)
+    assert cleaner.clean("Встреча 9 мая в 17:20 у входа") == ("Встреча в у входа", None)
+    assert cleaner.clean("9 мая в 17:20") == ("", "mostly_replaced")
 
 
 def test_defaults_and_flags():
-    assert set(STEPS) - DEFAULT_STEPS == {"emoji"}
+    assert set(STEPS) - DEFAULT_STEPS == {"emoji", "dates", "domains"}
     assert CleanConfig().steps == DEFAULT_STEPS
-    config = CleanConfig.from_flags(off=["links", "dates"], on=["emoji"])
-    assert config.steps == (DEFAULT_STEPS - {"links", "dates"}) | {"emoji"}
+    config = CleanConfig.from_flags(off=["links", "phones"], on=["emoji", "dates"])
+    assert config.steps == (DEFAULT_STEPS - {"links", "phones"}) | {"emoji", "dates"}
     with pytest.raises(
-        ConfigError, match=r"unknown cleaning step\(s\) nope; the steps are: markup, emails"
+        ConfigError,
+        match=r"unknown cleaning step\(s\) nope; the steps are: markup, headers, emails",
     ):
         CleanConfig.from_flags(off=["nope"])
 

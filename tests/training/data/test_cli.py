@@ -4,6 +4,7 @@ mistakes are one-line errors, never tracebacks."""
 from __future__ import annotations
 
 import json
+import lzma
 
 import pytest
 
@@ -63,6 +64,108 @@ def test_dialogues(tmp_path, capsys):
         "  sessions       3  train 2 · val 1",
         "  words         14  train 11 · val 3",
     ]
+
+
+def _written(out) -> list[dict]:
+    return [
+        json.loads(line)
+        for name in ("train.jsonl", "val.jsonl")
+        for line in (out / name).read_text(encoding="utf-8").splitlines()
+    ]
+
+
+def test_a_channel_export_gives_posts_and_says_so(tmp_path, capsys):
+    channel = FIXTURES / "telegram" / "tg2md_private_channel_2021.json"
+    args = ["data", "telegram", "--input", str(channel), "--name", "ch", "--out-dir", str(tmp_path)]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "  kept samples      13  train " in out
+    assert out.rstrip().endswith(
+        "note: 'test' (a channel): the persona has no one to answer, so its 13 posts became "
+        "samples [user: 'Write a post.', assistant: the post] (the posts are in English; "
+        "--prompt sets another)"
+    )
+    stats = json.loads((tmp_path / "ch" / "stats.json").read_text(encoding="utf-8"))
+    assert stats["notes"] and stats["config"]["mode"] == "auto"
+    assert all(
+        s["messages"][0] == {"role": "user", "content": "Write a post."}
+        for s in _written(tmp_path / "ch")
+    )
+
+
+def test_posts_without_a_prompt(tmp_path, capsys):
+    channel = FIXTURES / "telegram" / "joke_channel.json"
+    args = ["data", "telegram", "--input", str(channel), "--name", "ch", "--out-dir", str(tmp_path)]
+    assert main([*args, "--prompt", ""]) == 0
+    assert "became samples, no prompt" in capsys.readouterr().out
+    assert {len(s["messages"]) for s in _written(tmp_path / "ch")} == {1}
+
+
+def test_dialogue_text_compressed(tmp_path, capsys):
+    text = (FIXTURES / "dialogues" / "koziev_anekdot_dialogues_excerpt.txt").read_bytes()
+    path = tmp_path / "anekdots.txt.xz"
+    path.write_bytes(lzma.compress(text))
+    args = ["data", "dialogues", "--input", str(path), "--name", "a", "--out-dir", str(tmp_path)]
+    assert main([*args, "--max-turns", "4"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1:3] == ["  read dialogues      42", "  read turns         143"]
+    written = _written(tmp_path / "a")
+    assert max(len(s["messages"]) for s in written) == 4
+    assert {s["messages"][0]["role"] for s in written} == {"user"}
+
+
+def test_corpus_with_a_separator_line(tmp_path, capsys):
+    path = tmp_path / "jokes.txt"
+    path.write_text(
+        "— Доктор, я буду жить?\n\n— А смысл?\n---\nКороткий анекдот.\n", encoding="utf-8"
+    )
+    args = ["data", "corpus", "--input", str(path), "--name", "j", "--out-dir", str(tmp_path)]
+    assert main([*args, "--separator", "---", "--prompt", "Расскажи анекдот."]) == 0
+    assert "  read entries   2" in capsys.readouterr().out
+    replies = sorted(s["messages"][1]["content"] for s in _written(tmp_path / "j"))
+    assert replies == ["Короткий анекдот.", "— Доктор, я буду жить?\n\n— А смысл?"]
+
+
+# Every importer, on a file that is empty, not UTF-8, cut short or of the wrong shape: one line
+# naming the problem and the fix, exit 1, nothing written.
+BAD_INPUT = [
+    ("telegram", "result.json", b"", "is empty (0 bytes); export a chat from Telegram Desktop"),
+    ("telegram", "result.json", '{"name": "Чат"}'.encode("cp1251"), "is not UTF-8 text"),
+    ("telegram", "result.json", b'{"messages": [{"id": 1, ', "the file is cut short"),
+    ("telegram", "result.json", b"[1, 2]", "expected a JSON object"),
+    ("dialogues", "qa.csv", b"", "is empty (0 bytes)"),
+    ("dialogues", "qa.csv", "question,answer\nДа,Нет\n".encode("cp1251"), "is not UTF-8 text"),
+    (
+        "dialogues",
+        "qa.csv",
+        b'question,answer\nyes,"no',
+        "is not valid CSV (unexpected end of data)",
+    ),
+    ("dialogues", "qa.jsonl", b'{"q": 1}\n', "has no column 'question', 'answer'"),
+    ("dialogues", "d.txt", b"", "is empty (0 bytes)"),
+    ("dialogues", "d.txt", "- Да\n".encode("cp1251"), "is not UTF-8 text"),
+    ("dialogues", "d.txt.xz", lzma.compress(b"- yes\n- no\n" * 99)[:40], "is cut short"),
+    ("dialogues", "d.txt", "Просто текст\n".encode(), "has no turns: no line starts with '- '"),
+    ("corpus", "jokes.txt", b"", "is empty (0 bytes)"),
+    ("corpus", "jokes.txt", "Колобок\n".encode("cp1251"), "is not UTF-8 text"),
+    ("corpus", "jokes.txt.xz", lzma.compress(b"joke\n" * 999)[:40], "is cut short"),
+    ("corpus", "result.json", b"{}", "a .json file is not a plain-text corpus"),
+]
+
+
+@pytest.mark.parametrize(("source", "name", "data", "message"), BAD_INPUT)
+def test_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys, source, name, data, message):
+    path = tmp_path / "in" / name
+    path.parent.mkdir()
+    path.write_bytes(data)
+    out = tmp_path / "out"
+    out.mkdir()
+    args = ["data", source, "--input", str(path), "--name", "n", "--out-dir", str(out)]
+    assert main([*args, "--persona", "x"] if source == "telegram" else args) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+    assert not any(out.iterdir())
 
 
 @pytest.mark.parametrize(

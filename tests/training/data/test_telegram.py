@@ -1,8 +1,11 @@
-"""The Telegram importer: the outside conformance fixture, the project's own fixtures (group
-chat, full-account export), every rule with exact samples, streaming, and bad inputs."""
+"""The Telegram importer: the outside conformance fixtures (LangChain's export; real channel
+and Saved Messages exports), the project's own fixtures (group chat, full-account export,
+a joke channel), every rule with exact samples, channels as posts, signatures, streaming,
+and bad inputs."""
 
 from __future__ import annotations
 
+import codecs
 import gc
 import json
 import tracemalloc
@@ -48,7 +51,7 @@ GROUP_SAMPLES = [
     (
         "4000000001:0",
         [
-            ("user", "Привет всем! Кто идёт в кино <date>?"),  # photo dropped, service skipped
+            ("user", "Привет всем! Кто идёт в кино 25.11.2023?"),  # photo dropped, service skipped
             ("assistant", "Я иду! Пиши <user>\nБилеты тут: <url>"),  # two messages merged
             ("user", "👍\n<user> сообщает: премьера в пятницу"),  # sticker emoji + forward
             ("assistant", "Отлично, звони мне <phone>"),
@@ -59,7 +62,7 @@ GROUP_SAMPLES = [
     (
         "4000000001:2",
         [
-            ("user", "Привет всем! Кто идёт в кино <date>?"),
+            ("user", "Привет всем! Кто идёт в кино 25.11.2023?"),
             ("assistant", "Кстати, про кино: я опоздаю"),
             ("user", "Ок 😀 напиши на <email>"),
             ("assistant", "Написала."),
@@ -77,7 +80,7 @@ def test_group_chat(persona):
         "service": 2, "media": 2, "no_reply": 2, "empty": 1, "cleaned_away": 1,
     }  # fmt: skip
     assert counts.changed == {
-        "mentions": 2, "hashtags": 2, "dates": 1, "links": 1, "phones": 1, "emails": 1,
+        "mentions": 2, "hashtags": 2, "links": 1, "phones": 1, "emails": 1,
     }  # fmt: skip
 
 
@@ -87,7 +90,7 @@ def test_context_window_and_media_placeholders():
         (
             "4000000001:0",
             [
-                ("user", "Привет всем! Кто идёт в кино <date>?\n<photo>"),
+                ("user", "Привет всем! Кто идёт в кино 25.11.2023?\n<photo>"),
                 ("assistant", "Я иду! Пиши <user>\nБилеты тут: <url>"),
             ],
         ),
@@ -101,7 +104,7 @@ def test_context_window_and_media_placeholders():
         (
             "4000000001:2",
             [
-                ("user", "Привет всем! Кто идёт в кино <date>?"),
+                ("user", "Привет всем! Кто идёт в кино 25.11.2023?"),
                 ("assistant", "Кстати, про кино: я опоздаю"),
             ],
         ),
@@ -178,6 +181,213 @@ def test_date_string_when_no_unixtime(tmp_path):
     path.write_text(json.dumps(chat, ensure_ascii=False), encoding="utf-8")
     out, _ = samples(path, persona="Аня")
     assert out == GROUP_SAMPLES
+
+
+# --- channels and other exports with no one to answer: posts ---------------------------------
+
+JOKE_CHANNEL = TELEGRAM / "joke_channel.json"
+POST = ("user", "Напиши пост.")
+CHANNEL_NOTE = (
+    "'Анекдоты дня' (a channel): the persona has no one to answer, so its 5 posts became "
+    "samples [user: 'Напиши пост.', assistant: the post] (the posts are in Russian; --prompt "
+    "sets another)"
+)
+
+
+def test_a_channel_becomes_posts_with_a_prompt_in_its_language():
+    out, counts = samples(JOKE_CHANNEL)  # no --persona: the channel itself
+    assert out == [
+        # dates, times and a site's name are the joke's, and stay; the signature goes
+        ("1500000001:post2", [POST, ("assistant", "Штирлиц проснулся 9 мая в 17:20 и понял, что проспал.")]),
+        ("1500000001:post3", [POST, ("assistant", "— Доктор, я буду жить?\n— А смысл?")]),
+        (
+            "1500000001:post5",
+            [POST, ("assistant", "Прочитал на Gazeta.ru, что понедельник отменили. Оказалось, Gazeta.ru пошутила.")],
+        ),
+        # a forward is a post too; its source's name goes in any case ("золотые анекдоты")
+        ("1500000001:post6", [POST, ("assistant", "Колобок повесился. (с) <user>")]),
+        (
+            "1500000001:post8",
+            [POST, ("assistant", "Встреча выпускников назначена на 23.08.2023.\nПриходите все!")],
+        ),
+    ]  # fmt: skip
+    assert counts.read == {"messages": 9}
+    # post 7 was only a link; post 9 only the signature; post 4 a photo
+    assert counts.dropped == {"service": 1, "media": 1, "mostly_replaced": 1, "cleaned_away": 1}
+    assert counts.changed == {"signatures": 5, "mentions": 1, "links": 1}
+    assert counts.notes == [CHANNEL_NOTE]
+
+
+def test_posts_prompt_override_and_none():
+    out, counts = samples(JOKE_CHANNEL, prompt="Расскажи анекдот.")
+    assert out[1][1] == [
+        ("user", "Расскажи анекдот."),
+        ("assistant", "— Доктор, я буду жить?\n— А смысл?"),
+    ]
+    assert counts.notes == [
+        "'Анекдоты дня' (a channel): the persona has no one to answer, so its 5 posts became "
+        "samples [user: 'Расскажи анекдот.', assistant: the post]"
+    ]
+    out, counts = samples(JOKE_CHANNEL, prompt="")
+    assert out[1][1] == [("assistant", "— Доктор, я буду жить?\n— А смысл?")]
+    assert "its 5 posts became samples, no prompt" in counts.notes[0]
+
+
+def test_posts_with_dates_and_domains_turned_on():
+    out, _ = samples(JOKE_CHANNEL, CleanConfig.from_flags(on=["dates", "domains"]))
+    replies = [msgs[-1][1] for _, msgs in out]
+    assert replies[0] == "Штирлиц проснулся <date> в <time> и понял, что проспал."
+    assert replies[2] == "Прочитал на <url>, что понедельник отменили. Оказалось, <url> пошутила."
+
+
+def test_signatures_can_be_kept():
+    out, counts = samples(JOKE_CHANNEL, signatures=False)
+    replies = [msgs[-1][1] for _, msgs in out]
+    assert replies[0] == "Штирлиц проснулся 9 мая в 17:20 и понял, что проспал.\n\nАнекдоты дня"
+    assert replies[-1] == "Анекдоты дня"  # post 9, the signature alone
+    assert "signatures" not in counts.changed
+
+
+def test_a_channel_read_as_a_dialogue_has_almost_no_prompts():
+    out, counts = samples(JOKE_CHANNEL, mode="dialogue")
+    # only the forward, someone else's words in a dialogue, prompts the next post
+    assert out == [
+        (
+            "1500000001:0",
+            [
+                ("user", "Колобок повесился. (с) <user>"),
+                ("assistant", "Встреча выпускников назначена на 23.08.2023.\nПриходите все!"),
+            ],
+        )
+    ]
+    assert counts.dropped["no_prompt"] == 1  # the session the persona opened
+    assert not counts.notes
+
+
+def test_mode_posts_takes_only_the_persona():
+    out, counts = samples(GROUP, persona="Аня", mode="posts", prompt="Что нового?")
+    assert [msgs for _, msgs in out][:2] == [
+        [("user", "Что нового?"), ("assistant", "Я иду! Пиши <user>")],
+        [("user", "Что нового?"), ("assistant", "Билеты тут: <url>")],
+    ]
+    assert counts.dropped["not_persona"] == 9  # Борис's and Вика's messages, media included
+    assert counts.notes[0].startswith("'Друзья' (--mode posts): the persona has no one")
+
+
+def test_real_private_channel_export():
+    # tg2md's test export (BSD-3-Clause): an older format, no date_unixtime, no text_entities
+    out, counts = samples(TELEGRAM / "tg2md_private_channel_2021.json")
+    assert len(out) == 13
+    assert out[:2] == [
+        ("1292077344:post2", [("user", "Write a post."), ("assistant", "test text post")]),
+        ("1292077344:post4", [("user", "Write a post."), ("assistant", "photo with text")]),
+    ]
+    assert out[7] == (
+        "1292077344:post14",
+        [("user", "Write a post."), ("assistant", "text link\n\nexample.com\n\n<email>")],
+    )
+    assert counts.read == {"messages": 19}
+    assert counts.dropped == {"service": 1, "media": 5}  # photos, a voice message, a sound
+    assert counts.notes == [
+        "'test' (a channel): the persona has no one to answer, so its 13 posts became samples "
+        "[user: 'Write a post.', assistant: the post] (the posts are in English; --prompt sets "
+        "another)"
+    ]
+
+
+def test_real_saved_messages_export():
+    # innerdvations/telegram-chat-parser's saved.json (MIT): no top-level name, numeric ids
+    out, counts = samples(TELEGRAM / "innerdvations_saved_messages_2020.json")
+    assert len(out) == 12
+    replies = dict((session, msgs[-1][1]) for session, msgs in out)
+    assert replies["9999999999:post210743"] == "Message copied and pasted."  # header gone
+    assert replies["9999999999:post176390"] == (
+        "I’m a message from another person forwarded to saved chat"
+    )
+    assert counts.dropped == {"media": 4, "service": 1, "not_persona": 4}
+    assert counts.changed == {"links": 4, "mentions": 2, "headers": 1}
+    assert counts.notes[0].startswith("'9999999999' (Saved Messages): the persona has no one")
+
+
+def test_synthetic_export_with_rare_fields():
+    # Tkonverter's hand-written export (MIT): reactions, polls, payments, service actions
+    out, counts = samples(TELEGRAM / "SYNTHETIC_tkonverter_personal_chat.json", persona="Me")
+    assert [[role for role, _ in msgs] for _, msgs in out] == [["user", "assistant"] * 2]
+    assert counts.read == {"messages": 87}
+    assert counts.dropped == {"service": 62, "media": 9, "empty": 4, "no_prompt": 2, "no_reply": 1}
+
+
+def _chat(path: Path, messages: list[tuple[str, object]], kind: str = "personal_chat") -> Path:
+    """A one-chat export of (sender, text) messages a minute apart; ids from 1. In a channel
+    every message is from the channel."""
+    ids = {"Аня": "user1", "Борис": "user2"}
+    if kind == "public_channel":
+        messages = [("Чат", text) for _, text in messages]
+        ids = {"Чат": "channel5"}
+    chat = {
+        "name": "Чат",
+        "type": kind,
+        "id": 5,
+        "messages": [
+            {"id": i, "type": "message", "date_unixtime": str(1_700_000_000 + 60 * i),
+             "from": who, "from_id": ids[who], "text": text}
+            for i, (who, text) in enumerate(messages, 1)
+        ],
+    }  # fmt: skip
+    path.write_text(json.dumps(chat, ensure_ascii=False), encoding="utf-8")
+    return path
+
+
+def test_an_export_where_only_the_persona_wrote_is_posts(tmp_path):
+    path = _chat(tmp_path / "result.json", [("Аня", "Первая заметка"), ("Аня", "Вторая")])
+    out, counts = samples(path, persona="Аня")
+    assert out == [
+        ("5:post1", [POST, ("assistant", "Первая заметка")]),
+        ("5:post2", [POST, ("assistant", "Вторая")]),
+    ]
+    assert counts.notes[0].startswith("'Чат' (only the persona wrote text):")
+    # once someone else writes, it is a dialogue again
+    path = _chat(tmp_path / "result.json", [("Борис", "Как дела?"), ("Аня", "Хорошо")])
+    out, counts = samples(path, persona="Аня")
+    assert out == [("5:0", [("user", "Как дела?"), ("assistant", "Хорошо")])]
+    assert not counts.notes
+
+
+def test_a_signature_line_in_a_dialogue_is_cut(tmp_path):
+    sig = "--\nОтправлено с телефона"
+    path = _chat(
+        tmp_path / "result.json",
+        [
+            ("Борис", "Привет"), ("Аня", f"Привет!\n{sig}"),
+            ("Борис", "Как дела?"), ("Аня", f"Хорошо.\n{sig}"),
+            ("Борис", "Что делаешь?"), ("Аня", "ок"),
+            ("Борис", "Пойдём в кино?"), ("Аня", f"Пойдём\n{sig}"),
+        ],
+    )  # fmt: skip
+    out, counts = samples(path, persona="Аня")
+    assert [text for _, msgs in out for role, text in msgs if role == "assistant"] == [
+        "Привет!", "Хорошо.", "ок", "Пойдём",
+    ]  # fmt: skip
+    assert counts.changed == {"signatures": 6}  # two lines in each of three messages
+
+
+def test_a_signature_link_inside_a_line_is_cut(tmp_path):
+    link = {"type": "text_link", "text": "источник", "href": "https://t.me/src"}
+    posts: list[tuple[str, object]] = [("", [f"Шутка номер {i}. Взято: ", link]) for i in range(4)]
+    posts.append(("", "Без ссылки, но про источник"))  # the same word as text stays
+    out, counts = samples(_chat(tmp_path / "result.json", posts, "public_channel"))
+    assert [msgs[-1][1] for _, msgs in out] == [
+        "Шутка номер 0. Взято:", "Шутка номер 1. Взято:", "Шутка номер 2. Взято:",
+        "Шутка номер 3. Взято:", "Без ссылки, но про источник",
+    ]  # fmt: skip
+    assert counts.changed == {"signatures": 4}
+
+
+def test_a_line_in_half_the_messages_or_fewer_is_no_signature(tmp_path):
+    posts = [("", f"Пост {i}\nПодпишись!" if i < 3 else f"Пост {i}\nтекст") for i in range(6)]
+    out, counts = samples(_chat(tmp_path / "result.json", posts, "public_channel"))
+    assert out[0][1][-1] == ("assistant", "Пост 0\nПодпишись!")
+    assert "signatures" not in counts.changed
 
 
 # --- streaming ---------------------------------------------------------------------------------
@@ -298,6 +508,30 @@ def test_malformed_json_far_into_a_large_file(tmp_path):
     assert f"near line {line}, column {column} (byte {byte})." in error(path, persona="x")
 
 
+def test_empty_and_blank_files(tmp_path):
+    path = _write(tmp_path, "")
+    assert error(path, persona="Аня") == (
+        f"Telegram export {path} is empty (0 bytes); export a chat from Telegram Desktop "
+        "(Export chat history, format: JSON) and pass its result.json, or the folder that "
+        "holds it, as --input"
+    )
+    assert "the file is cut short" in error(_write(tmp_path, "  \n"), persona="Аня")
+
+
+def test_not_utf8(tmp_path):
+    text = GROUP.read_text(encoding="utf-8")
+    path = tmp_path / "result.json"
+    path.write_bytes(text.encode("cp1251", errors="replace"))
+    assert error(path, persona="Аня") == (
+        f"{path} is not UTF-8 text (invalid bytes near line 2, column 13 (byte 14)); Telegram "
+        "Desktop writes UTF-8: re-export the chat (format: JSON), or save the file as UTF-8"
+    )
+    path.write_bytes(text.encode("utf-16"))
+    assert error(path, persona="Аня").startswith(f"{path} is not UTF-8 text (UTF-16 near")
+    path.write_bytes(codecs.BOM_UTF8 + text.encode("utf-8"))  # UTF-8 with a BOM is fine
+    assert samples(path, persona="Аня")[0] == GROUP_SAMPLES
+
+
 def test_cut_short_file(tmp_path):
     text = GROUP.read_text(encoding="utf-8")
     path = _write(tmp_path, text[: len(text) // 2])
@@ -341,6 +575,7 @@ def test_missing_file(tmp_path):
         ({"gap_minutes": 0}, "--gap-minutes 0: must be above 0"),
         ({"max_turns": 1}, "--max-turns 1: must be a whole number >= 2"),
         ({"media": "keep"}, "--media 'keep': must be one of drop, placeholder"),
+        ({"mode": "chat"}, "--mode 'chat': must be one of auto, dialogue, posts"),
     ],
 )
 def test_config_errors(config, message):
