@@ -155,7 +155,8 @@ def dialogues(
     split: Annotated[Split, _flags("Split", 3)] = Split(),
 ) -> int:
     """A dialogue set -> data/NAME/: a question/answer table gives one-turn samples (user:
-    question, assistant: answer); "- " dialogues give multi-turn samples, speakers alternating."""
+    question, assistant: answer); "- " dialogues give multi-turn samples, speakers alternating
+    and ending on a reply (a dialogue of an odd number of turns loses its first)."""
     from training.data import dialogues as reader
 
     return _build("dialogues", reader.read, config, input, name, out_dir, steps, cleaning, split)

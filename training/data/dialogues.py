@@ -7,7 +7,9 @@ missing column is an error that lists the columns there are. Each row is its own
 unless `--session-column` groups rows (a dialogue id, say), so one group never lands in both
 train and val. Empty cells drop the row (counted).
 
-Text (.txt): dialogues of "- " turns separated by blank lines, multi-turn (turns.py).
+Text (.txt): dialogues of "- " turns separated by blank lines, multi-turn, two speakers
+alternating and ending on a reply: a dialogue of an odd number of turns loses its first
+(turns.py).
 
 Text files (.txt, .jsonl, .csv, .tsv) may be compressed as .gz or .xz: they are read as they
 are decompressed.

@@ -33,6 +33,7 @@ REASONS: dict[str, str] = {
     "no_prompt": "turns: the persona spoke first in a session, with no message to answer",
     "no_reply": "turns: messages the persona never answered",
     "not_persona": "messages: others' messages in a chat read as the persona's posts",
+    "odd_first_turn": "turns: the first of a dialogue of an odd number of '- ' turns, so that it ends on a reply",
     "cut_off": "turns: after a dropped turn of a two-speaker dialogue (who speaks is lost)",
     "not_a_turn": "lines: text before a dialogue's first '- ' turn (a narrator's words)",
     "no_topic": "entries: no 'topic<TAB>' prefix while --prompt has {topic}",

@@ -9,17 +9,19 @@ dialogues from jokes): one turn per line after a dash, dialogues separated by bl
     - Алло, это прачечная?
     - Нет, это Министерство культуры.
 
-Two speakers alternate: a dialogue's first turn is the user's, the second the assistant's,
-and so on. Like a Telegram session, a dialogue is cut into samples of at most `--max-turns`
-turns that start with a user turn and end with a reply: each reply is learned with the turns
-before it in its sample as context (training puts the loss on every assistant turn, so each
-reply is learned once), and a last user turn that no reply follows is dropped (no_reply).
+Two speakers alternate, and every dialogue ends on a reply the bot learns: a dialogue of an
+even number of turns starts with the user; in one of an odd number, the first turn is dropped
+(odd_first_turn) and the user starts at the second. So the last turn, often a joke's
+punchline, is always the assistant's. Like a Telegram session, a dialogue is cut into samples
+of at most `--max-turns` turns that start with a user turn and end with a reply: each reply
+is learned with the turns before it in its sample as context (training puts the loss on
+every assistant turn, so each reply is learned once).
 
 A turn starts with "-", "–" or "—" and a space. A line without a dash continues the turn
 before it; one before a dialogue's first turn (a narrator's "Муж жене:") is dropped
 (not_a_turn). A turn that cleaning drops (empty, or a reply that was mostly a date or a
 link) ends its dialogue there, since who speaks next would be lost: the turns after it are
-dropped (cut_off). The file is read as a stream, one dialogue in memory, decompressed as
+dropped (cut_off), and so is a user turn left last (no_reply). The file is read as a stream, one dialogue in memory, decompressed as
 it is read when its name ends in .gz or .xz.
 
 Example: `balabol data dialogues --input koziev_anekdot_dialogues.txt.xz --name anekdots`
@@ -81,6 +83,9 @@ def read(path: Path, max_turns: int, cleaner: Cleaner) -> Iterator[Sample]:
     for n, raw_turns in enumerate(dialogues(path, cleaner), 1):
         counts.read["dialogues"] += 1
         counts.read["turns"] += len(raw_turns)
+        if len(raw_turns) % 2:  # so the last turn is a reply
+            counts.drop("odd_first_turn")
+            raw_turns = raw_turns[1:]
         turns: list[tuple[str, str]] = []
         for i, raw in enumerate(raw_turns):
             role = ROLES[i % 2]

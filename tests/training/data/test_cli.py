@@ -108,7 +108,8 @@ def test_dialogue_text_compressed(tmp_path, capsys):
     args = ["data", "dialogues", "--input", str(path), "--name", "a", "--out-dir", str(tmp_path)]
     assert main([*args, "--max-turns", "4"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[1:3] == ["  read dialogues      42", "  read turns         143"]
+    assert lines[1:3] == ["  read dialogues            42", "  read turns               143"]
+    assert lines[-1].startswith("  dropped: odd_first_turn   11  turns: the first of a dialogue")
     written = _written(tmp_path / "a")
     assert max(len(s["messages"]) for s in written) == 4
     assert {s["messages"][0]["role"] for s in written} == {"user"}

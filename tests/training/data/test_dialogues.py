@@ -126,13 +126,17 @@ def test_dialogue_text_from_the_real_corpus():
             ],
         ),
     ]
-    # "- Где мы? / - В Париже, мсье... / - К черту подробности!": the last turn has no reply
+    # "- Где мы? / - В Париже, мсье... / - К черту подробности!": three turns, so the first is
+    # dropped and the punchline is the reply
     assert out[5] == (
         "dialogue:6",
-        [("user", "Где мы?"), ("assistant", "В Париже, мсье - отвечает шофер.")],
+        [
+            ("user", "В Париже, мсье - отвечает шофер."),
+            ("assistant", "К черту подробности! В какой стране?"),
+        ],
     )
     assert counts.read == {"dialogues": 42, "turns": 143}
-    assert counts.dropped == {"no_reply": 11}
+    assert counts.dropped == {"odd_first_turn": 11}
     assert len(out) == 43  # dialogue 9's 12 turns are two windows of --max-turns 8
     assert [len(msgs) for session, msgs in out if session == "dialogue:9"] == [8, 4]
 
@@ -154,11 +158,29 @@ def test_dialogue_windows_keep_the_turns_before_each_reply(tmp_path):
     path = _dialogues(tmp_path, "".join(f"- Реплика {i}\n" for i in range(1, 8)))
     out, counts = samples(path, max_turns=4)
     assert out == [
-        ("dialogue:1", [("user", "Реплика 1"), ("assistant", "Реплика 2"),
-                        ("user", "Реплика 3"), ("assistant", "Реплика 4")]),
-        ("dialogue:1", [("user", "Реплика 5"), ("assistant", "Реплика 6")]),
+        ("dialogue:1", [("user", "Реплика 2"), ("assistant", "Реплика 3"),
+                        ("user", "Реплика 4"), ("assistant", "Реплика 5")]),
+        ("dialogue:1", [("user", "Реплика 6"), ("assistant", "Реплика 7")]),
     ]  # fmt: skip
-    assert counts.dropped == {"no_reply": 1}  # Реплика 7
+    assert counts.dropped == {"odd_first_turn": 1}  # Реплика 1
+
+
+def test_an_odd_dialogue_loses_its_first_turn_and_ends_on_a_reply(tmp_path):
+    path = _dialogues(
+        tmp_path,
+        "- Один\n\n"  # a single turn: nothing to learn
+        "- Где мы?\n- В Париже.\n- К черту подробности!\n\n"
+        "- Раз\n- Два\n- Три\n- Четыре\n",  # even: as it is
+    )
+    out, counts = samples(path)
+    assert out == [
+        ("dialogue:2", [("user", "В Париже."), ("assistant", "К черту подробности!")]),
+        ("dialogue:3", [("user", "Раз"), ("assistant", "Два"),
+                        ("user", "Три"), ("assistant", "Четыре")]),
+    ]  # fmt: skip
+    assert counts.read == {"dialogues": 3, "turns": 8}
+    assert counts.dropped == {"odd_first_turn": 2}
+    assert all(msgs[-1][0] == "assistant" for _, msgs in out)
 
 
 def test_dialogue_text_shapes(tmp_path):
@@ -184,12 +206,16 @@ def test_a_dropped_turn_ends_its_dialogue(tmp_path):
     path = _dialogues(
         tmp_path,
         "- Где почитать?\n- https://example.com/a\n- Спасибо\n- Пожалуйста\n\n"
-        "- Ну?\n- Да\n-\n- Нет\n",
+        "- Ну?\n- Да\n-\n- Нет\n\n"
+        "- Кто там?\n- Я\n- https://example.com/b\n",  # odd, then a reply cleaned away
     )
     out, counts = samples(path)
-    # a reply that was only a link, and an empty turn: who speaks after them is lost
+    # a reply that was only a link, and an empty turn: who speaks after them is lost, and a
+    # user turn left last has no reply
     assert out == [("dialogue:2", [("user", "Ну?"), ("assistant", "Да")])]
-    assert counts.dropped == {"mostly_replaced": 1, "cut_off": 3, "no_reply": 1, "empty": 1}
+    assert counts.dropped == {
+        "mostly_replaced": 2, "cut_off": 3, "no_reply": 2, "empty": 1, "odd_first_turn": 1,
+    }  # fmt: skip
 
 
 # --- bad input ---------------------------------------------------------------------------------
