@@ -6,6 +6,7 @@
     signatures.py       a line or link repeated in most of a sender's messages: found, cut
     dialogues.py        question/answer tables (parquet, jsonl, csv) and "- " dialogue text
     turns.py            the "- " dialogue text: multi-turn, two speakers alternating
+    language.py         Russian or English, by the letters: the default prompt of posts and corpora
     corpus.py           plain texts (jokes), one per line, blank-line or separator-line separated
     clean.py            the cleaning steps (each switchable and counted), length bounds, duplicates
     split.py            the seeded train/val split by session, written atomically, and the stats

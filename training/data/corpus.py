@@ -14,17 +14,22 @@
 
 Each entry becomes
 
-    [user: --prompt, assistant: the entry]       (default prompt: "Tell me a joke.")
+    [user: --prompt, assistant: the entry]       (default prompt: see below)
     [user: "Tell me a joke about cats", ...]     with --prompt "Tell me a joke about {topic}"
                                                   and entries written as "cats<TAB>the joke"
     [assistant: the entry]                       with --prompt "" (unconditional generation:
                                                   at run time, generate with no user turn)
 
+Without --prompt, the prompt is in the corpus's language (language.py, as for a Telegram
+channel): "Расскажи анекдот." when most of the file's letters are Cyrillic, else "Tell me a
+joke."; a pre-pass over the file counts them (the same pass that measures the gaps of
+--separator blank), and the summary names the prompt chosen.
+
 Each entry is its own session. The file is UTF-8 text, read as a stream, decompressed as
 it is read when its name ends in .gz or .xz; a file of another importer's format (.json,
 .jsonl, .csv, .tsv, .parquet) is refused with the command that reads it.
 
-Example: `balabol data corpus --input anekdoty.txt.xz --name jokes --separator blank --prompt "Расскажи анекдот."`
+Example: `balabol data corpus --input anekdoty.txt.xz --name jokes --separator blank`
 """
 
 from __future__ import annotations
@@ -32,14 +37,16 @@ from __future__ import annotations
 import re
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from balabol.errors import ConfigError, DataError
+from training.data import language
 from training.data.clean import Cleaner, tidy
 from training.data.sample import Counts, Sample, open_text, plain_suffix, require_file
 
-DEFAULT_PROMPT = "Tell me a joke."
+# The prompt before each entry when --prompt is not given, by the corpus's language.
+PROMPTS = {"ru": "Расскажи анекдот.", "en": "Tell me a joke."}
 # Files that another importer reads, by suffix, and the command that does.
 OTHER_FORMATS = {
     ".json": "balabol data telegram (a Telegram Desktop export)",
@@ -55,8 +62,8 @@ class CorpusConfig:
     # The docstrings are the help of `balabol data corpus`'s flags.
     separator: str = "line"
     """where an entry ends: line (each line is one), blank (blank lines, as many as the file's usual gap), a separator line of its own such as "---", or /REGEX/ matching a whole line"""
-    prompt: str = DEFAULT_PROMPT
-    """the user turn before each entry ({topic} takes an entry's "topic<TAB>" prefix; "" for none)"""
+    prompt: str | None = None
+    """the user turn before each entry (default: "Расскажи анекдот." for a Russian corpus, else "Tell me a joke."; {topic} takes an entry's "topic<TAB>" prefix; "" for none)"""
 
     def __post_init__(self):
         if not self.separator.strip():
@@ -68,7 +75,7 @@ class CorpusConfig:
 
     @property
     def topical(self) -> bool:
-        return "{topic}" in self.prompt
+        return self.prompt is not None and "{topic}" in self.prompt
 
     def separator_line(self) -> re.Pattern[str] | None:
         """What a separator line (stripped) must match as a whole; None for line / blank."""
@@ -86,19 +93,32 @@ class CorpusConfig:
         return re.compile(re.escape(s.strip()))
 
 
-def _gaps(path: Path) -> Counter:
-    """Runs of blank lines between two texts, by length: the pre-pass of --separator blank."""
-    runs: Counter = Counter()
+@dataclass
+class Survey:
+    """What the pre-pass counted: the runs of blank lines between two texts, by length (for
+    --separator blank), and the file's letters (for the default prompt)."""
+
+    gaps: Counter = field(default_factory=Counter)
+    letters: Counter = field(default_factory=Counter)
+
+
+def survey(path: Path, *, gaps: bool, letters: bool) -> Survey | None:
+    """One pass over the file counting what is asked for; None when nothing is."""
+    if not (gaps or letters):
+        return None
+    found = Survey()
     blank, seen = 0, False
-    with open_text(path, desc=f"{path.name} (gaps)") as f:
+    with open_text(path, desc=f"{path.name} (survey)") as f:
         for line in f:
             if not line.strip():
                 blank += 1
                 continue
+            if letters:
+                found.letters.update(language.letters(line))
             if blank and seen:
-                runs[blank] += 1
+                found.gaps[blank] += 1
             blank, seen = 0, True
-    return runs
+    return found
 
 
 def usual_gap(runs: Counter) -> int:
@@ -127,8 +147,11 @@ def _blank_note(runs: Counter, gap: int) -> str:
     )
 
 
-def entries(path: Path, config: CorpusConfig, counts: Counts | None = None) -> Iterator[str]:
-    """The corpus's raw entries, streamed; what --separator blank decided goes to counts.notes."""
+def entries(
+    path: Path, config: CorpusConfig, counts: Counts | None = None, surveyed: Survey | None = None
+) -> Iterator[str]:
+    """The corpus's raw entries, streamed; what --separator blank decided goes to counts.notes
+    (its pre-pass is `surveyed`'s gaps when given)."""
     counts = counts if counts is not None else Counts()
     separator = config.separator_line()
     if config.separator == "line":
@@ -139,7 +162,7 @@ def entries(path: Path, config: CorpusConfig, counts: Counts | None = None) -> I
         return
     gap = 0
     if config.separator == "blank":
-        runs = _gaps(path)
+        runs = (surveyed or survey(path, gaps=True, letters=False)).gaps
         gap = usual_gap(runs)
         counts.notes.append(_blank_note(runs, gap))
     block: list[str] = []
@@ -189,18 +212,27 @@ def read(path: Path, config: CorpusConfig, cleaner: Cleaner) -> Iterator[Sample]
             f"{other}, or pass a .txt file with one entry per line"
         )
     counts = cleaner.counts
-    for n, entry in enumerate(entries(path, config, counts), 1):
+    surveyed = survey(path, gaps=config.separator == "blank", letters=config.prompt is None)
+    default = config.prompt is None
+    lang = language.language(surveyed.letters) if default else None
+    prompt = PROMPTS[lang] if default else config.prompt
+    for n, entry in enumerate(entries(path, config, counts, surveyed), 1):
         counts.read["entries"] += 1
-        prompt = config.prompt
+        asked = prompt
         if config.topical:
             topic, tab, entry = entry.partition("\t")
             if not tab or not topic.strip():
                 counts.drop("no_topic")
                 continue
-            prompt = config.prompt.replace("{topic}", tidy(topic))
+            asked = prompt.replace("{topic}", tidy(topic))
         text, why = cleaner.clean(entry)
         if why:
             counts.drop(why)
             continue
-        turns = (("user", prompt), ("assistant", text)) if prompt else (("assistant", text),)
+        turns = (("user", asked), ("assistant", text)) if asked else (("assistant", text),)
         yield Sample(turns, f"entry:{n}")
+    if default:
+        counts.notes.append(
+            f"each entry became [user: {prompt!r}, assistant: the entry]: the corpus is in "
+            f'{language.NAMES[lang]}; --prompt sets another prompt ("" for none)'
+        )

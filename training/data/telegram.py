@@ -42,7 +42,6 @@ Example: `balabol data telegram --input ChatExport/result.json --name me --perso
 
 from __future__ import annotations
 
-import re
 from collections import Counter, OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -50,7 +49,7 @@ from pathlib import Path
 from typing import Literal
 
 from balabol.errors import ConfigError, DataError
-from training.data import signatures
+from training.data import language, signatures
 from training.data.clean import Cleaner
 from training.data.sample import Sample
 from training.data.telegram_export import (
@@ -74,9 +73,6 @@ CHANNELS = frozenset({"public_channel", "private_channel"})
 SAVED = "saved_messages"
 # The prompt before each post when --prompt is not given, by the posts' language.
 POST_PROMPTS = {"ru": "Напиши пост.", "en": "Write a post."}
-LANGUAGES = {"ru": "Russian", "en": "English"}
-_CYRILLIC = re.compile(r"[а-яё]", re.IGNORECASE)
-_LATIN = re.compile(r"[a-z]", re.IGNORECASE)
 _NOTES = 5  # chats named in the summary's note; more are counted
 
 
@@ -208,9 +204,7 @@ def _survey(
             plan.repeats.add(sender, value)
         if is_persona:
             plan.persona_texts += 1
-            text = text_of(value)
-            plan.letters["ru"] += len(_CYRILLIC.findall(text))
-            plan.letters["en"] += len(_LATIN.findall(text))
+            plan.letters.update(language.letters(text_of(value)))
         else:
             plan.other_texts += 1
     if plan is not None:
@@ -238,16 +232,15 @@ def _decide(plans: dict[int, _Plan], config: TelegramConfig, export: Export) -> 
 
 
 def _language(plans: dict[int, _Plan]) -> str:
-    """'ru' when most letters of the persona's posts are Cyrillic, else 'en'."""
-    letters = sum((p.letters for p in plans.values() if p.posts), Counter())
-    return "ru" if letters["ru"] > letters["en"] else "en"
+    """The language of the persona's posts (language.py)."""
+    return language.language(sum((p.letters for p in plans.values() if p.posts), Counter()))
 
 
-def _notes(plans: dict[int, _Plan], prompt: str, language: str | None) -> list[str]:
+def _notes(plans: dict[int, _Plan], prompt: str, lang: str | None) -> list[str]:
     """What the summary says about the chats read as posts."""
     posts = [p for p in plans.values() if p.posts and p.samples]
     as_what = f"samples [user: {prompt!r}, assistant: the post]" if prompt else "samples, no prompt"
-    why = f" (the posts are in {LANGUAGES[language]}; --prompt sets another)" if language else ""
+    why = f" (the posts are in {language.NAMES[lang]}; --prompt sets another)" if lang else ""
     notes = [
         f"{p.chat.name or p.chat.key!r} ({p.why}): the persona has no one to answer, so its "
         f"{p.samples} post{'s' * (p.samples != 1)} became {as_what}{why}"
@@ -340,8 +333,8 @@ def read(path: Path, config: TelegramConfig, cleaner: Cleaner) -> Iterator[Sampl
             f"{problem}. Senders found: {_senders(senders, names)}. "
             "Pass --persona with one of these names or ids"
         )
-    language = None if config.prompt is not None else _language(plans)
-    prompt = config.prompt if config.prompt is not None else POST_PROMPTS[language]
+    lang = None if config.prompt is not None else _language(plans)
+    prompt = config.prompt if config.prompt is not None else POST_PROMPTS[lang]
     wanted = set(config.chats)
     conversation: _Conversation | None = None
     plan: _Plan | None = None
@@ -403,4 +396,4 @@ def read(path: Path, config: TelegramConfig, cleaner: Cleaner) -> Iterator[Sampl
 
     if conversation is not None:
         yield from conversation.close()
-    counts.notes.extend(_notes(plans, prompt, language))
+    counts.notes.extend(_notes(plans, prompt, lang))

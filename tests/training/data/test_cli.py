@@ -127,6 +127,18 @@ def test_corpus_with_a_separator_line(tmp_path, capsys):
     assert replies == ["Короткий анекдот.", "— Доктор, я буду жить?\n\n— А смысл?"]
 
 
+def test_corpus_summary_names_the_prompt_it_chose(tmp_path, capsys):
+    path = tmp_path / "jokes.txt"
+    path.write_text("Колобок повесился.\nШтирлиц шёл по коридору.\n", encoding="utf-8")
+    args = ["data", "corpus", "--input", str(path), "--name", "j", "--out-dir", str(tmp_path)]
+    assert main(args) == 0
+    assert (
+        "note: each entry became [user: 'Расскажи анекдот.', assistant: the entry]: the corpus "
+        'is in Russian; --prompt sets another prompt ("" for none)'
+    ) in capsys.readouterr().out.splitlines()
+    assert {s["messages"][0]["content"] for s in _written(tmp_path / "j")} == {"Расскажи анекдот."}
+
+
 # Every importer, on a file that is empty, not UTF-8, cut short or of the wrong shape: one line
 # naming the problem and the fix, exit 1, nothing written.
 BAD_INPUT = [

@@ -15,8 +15,13 @@ from balabol.errors import ConfigError, DataError
 from tests.training.data import FIXTURES
 from training.data.clean import Cleaner
 from training.data.corpus import CorpusConfig, read, usual_gap
+from training.data.sample import open_text
 
 CORPUS = FIXTURES / "corpus"
+RUSSIAN = (
+    "each entry became [user: 'Расскажи анекдот.', assistant: the entry]: the corpus is in "
+    'Russian; --prompt sets another prompt ("" for none)'
+)
 
 
 def samples(path: Path, **config):
@@ -35,20 +40,55 @@ def _write(tmp_path: Path, text: str, name: str = "jokes.txt") -> Path:
     return path
 
 
-def test_one_per_line():
+def test_one_per_line_after_a_prompt_in_the_corpus_language():
     out, counts = samples(CORPUS / "jokes.txt")
     assert out == [
-        ("entry:1", [("user", "Tell me a joke."), ("assistant", "Колобок повесился.")]),
+        ("entry:1", [("user", "Расскажи анекдот."), ("assistant", "Колобок повесился.")]),
         (
             "entry:2",
             [
-                ("user", "Tell me a joke."),
+                ("user", "Расскажи анекдот."),
                 ("assistant", "Встречаются как-то русский, немец и американец."),
             ],
         ),
-        ("entry:3", [("user", "Tell me a joke."), ("assistant", "Колобок повесился.")]),
+        ("entry:3", [("user", "Расскажи анекдот."), ("assistant", "Колобок повесился.")]),
     ]
     assert counts.read == {"entries": 3}
+    assert counts.notes == [RUSSIAN]
+
+
+def test_an_english_corpus_gets_an_english_prompt(tmp_path):
+    # a few Russian words do not make an English corpus Russian: most letters decide
+    path = _write(tmp_path, "Why did the chicken cross the road?\nБорщ is a soup, not a joke.\n")
+    out, counts = samples(path)
+    assert {msgs[0] for _, msgs in out} == {("user", "Tell me a joke.")}
+    assert counts.notes == [
+        "each entry became [user: 'Tell me a joke.', assistant: the entry]: the corpus is in "
+        'English; --prompt sets another prompt ("" for none)'
+    ]
+
+
+def test_a_given_prompt_is_not_noted():
+    _, counts = samples(CORPUS / "jokes.txt", prompt="Tell me a joke.")
+    assert not counts.notes
+
+
+def test_the_language_and_the_gaps_are_counted_in_one_pre_pass(monkeypatch):
+    from training.data import corpus
+
+    opened = []
+
+    def counting(path, **kwargs):
+        opened.append(kwargs["desc"])
+        return open_text(path, **kwargs)
+
+    monkeypatch.setattr(corpus, "open_text", counting)
+    _, counts = samples(CORPUS / "jokes_blank.txt", separator="blank")
+    assert opened == ["jokes_blank.txt (survey)", "jokes_blank.txt"]
+    assert counts.notes[-1] == RUSSIAN
+    opened.clear()
+    samples(CORPUS / "jokes.txt", prompt="Расскажи анекдот.")
+    assert opened == ["jokes.txt"]  # nothing to survey
 
 
 def test_blank_line_separated_with_a_prompt():
@@ -75,7 +115,8 @@ def test_blank_in_a_file_of_single_gaps_splits_and_says_so():
         "--separator blank: every blank line ends an entry (the usual gap in this file is one "
         "blank line), so an entry with a blank line inside is split in two; to keep such "
         "entries whole, separate entries by a line of their own (--separator '---') or by two "
-        "blank lines"
+        "blank lines",
+        RUSSIAN,
     ]
 
 
@@ -95,7 +136,8 @@ def test_blank_keeps_blank_lines_inside_entries_when_entries_end_at_longer_gaps(
     ]
     assert counts.notes == [
         "--separator blank: entries end at 2 or more blank lines in a row, the usual gap in "
-        "this file; 1 shorter gap stayed inside entries"
+        "this file; 1 shorter gap stayed inside entries",
+        RUSSIAN,
     ]
 
 
@@ -125,7 +167,7 @@ def test_a_separator_line_keeps_blank_lines_inside_entries(tmp_path):
         "— Доктор, я буду жить?\n\n— А смысл?",
         "Короткий анекдот.",
     ]
-    assert counts.read == {"entries": 2} and not counts.notes
+    assert counts.read == {"entries": 2} and counts.notes == [RUSSIAN]
 
 
 def test_a_regex_separator(tmp_path):
@@ -138,7 +180,8 @@ def test_a_separator_that_never_comes_is_noted(tmp_path):
     out, counts = samples(path, separator="%")
     assert [msgs[-1][1] for _, msgs in out] == ["Первый.\nВторой."]
     assert counts.notes == [
-        "no line is the separator '%': the whole file was read as one entry; check --separator"
+        "no line is the separator '%': the whole file was read as one entry; check --separator",
+        RUSSIAN,
     ]
 
 
